@@ -1,0 +1,114 @@
+"""Forward + backward time of our normalisation layers against torch's built-in ones, on CPU.
+
+    python benchmarks/bench_norms.py [--batch 64 --channels 32 --size 32 --repeats 50 --threads 2]
+
+Each pair runs on the same input and upstream gradient in one process. After a warm-up, the
+calls of ours and torch's alternate (so that load from other processes hits both alike) and
+the table reports the median time of each, as a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from syllabus.nn.norms import get_norm_layer
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed blocks instead of returning them to the kernel (True if it could).
+
+    Each forward + backward allocates fresh (B, C, H, W) tensors; whether glibc hands back
+    memory it still holds or maps new pages (a page fault per 4 KiB) varies from call to call
+    and, in a VM, can cost more than the arithmetic. With this, both sides time the arithmetic.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_trim_threshold, 1 << 30)) and bool(libc.mallopt(m_mmap_threshold, 1 << 30))
+
+
+def reference_layers(channels: int, size: int, groups: int) -> dict[str, tuple[nn.Module, nn.Module, str]]:
+    """Norm name -> (ours, torch's equivalent, the name of torch's)."""
+    kw = {"num_groups": groups}
+    return {
+        "bn": (get_norm_layer("bn")(channels), nn.BatchNorm2d(channels), "BatchNorm2d"),
+        "in": (get_norm_layer("in")(channels), nn.InstanceNorm2d(channels, affine=True),
+               "InstanceNorm2d(affine=True)"),
+        "ln": (get_norm_layer("ln")(channels), nn.LayerNorm([channels, size, size]), "LayerNorm([C, H, W])"),
+        "gn": (get_norm_layer("gn", **kw)(channels), nn.GroupNorm(groups, channels), f"GroupNorm({groups}, C)"),
+        "bin": (get_norm_layer("bin")(channels), nn.BatchNorm2d(channels), "BatchNorm2d (reference only)"),
+    }
+
+
+def step_fn(layer: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> Callable[[], None]:
+    """One forward + backward of `layer` on `x` (B, C, H, W), upstream gradient `grad`."""
+
+    def step() -> None:
+        x.grad = None
+        layer.zero_grad(set_to_none=True)
+        layer(x).backward(grad)
+
+    return step
+
+
+def time_pair(ours: Callable[[], None], theirs: Callable[[], None], repeats: int, warmup: int) -> tuple[float, float]:
+    """Median milliseconds per call of each, the calls alternating."""
+    for _ in range(warmup):
+        ours()
+        theirs()
+    times: tuple[list[float], list[float]] = ([], [])
+    for i in range(repeats):
+        order = (0, 1) if i % 2 == 0 else (1, 0)
+        for which in order:
+            fn = (ours, theirs)[which]
+            start = time.perf_counter()
+            fn()
+            times[which].append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--channels", type=int, default=32)
+    parser.add_argument("--size", type=int, default=32, help="height = width")
+    parser.add_argument("--groups", type=int, default=8, help="groups of gn")
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--norms", default="bn,in,ln,gn,bin", help="comma-separated subset")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="glibc: reuse freed memory rather than fault in new pages (see keep_freed_memory)")
+    args = parser.parse_args(argv)
+    kept = args.keep_freed_memory and keep_freed_memory()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    shape = (args.batch, args.channels, args.size, args.size)
+    x = torch.randn(shape).mul_(2).add_(0.5).requires_grad_()  # (B, C, H, W)
+    grad = torch.randn(shape)  # (B, C, H, W)
+    layers = reference_layers(args.channels, args.size, args.groups)
+    print(f"input {tuple(shape)} float32, {args.threads} threads, torch {torch.__version__}, "
+          f"median of {args.repeats} (forward + backward), freed memory kept: {kept}, "
+          f"load average before: {os.getloadavg()[0]:.2f}\n")
+    print("| norm | ours ms | torch ms | ratio (ours/torch) | torch layer |")
+    print("|---|---:|---:|---:|---|")
+    for name in args.norms.split(","):
+        ours, theirs, label = layers[name]
+        t_ours, t_torch = time_pair(step_fn(ours.train(), x, grad), step_fn(theirs.train(), x, grad),
+                                    args.repeats, args.warmup)
+        print(f"| {name} | {t_ours:.2f} | {t_torch:.2f} | {t_ours / t_torch:.2f} | {label} |")
+
+
+if __name__ == "__main__":
+    main()

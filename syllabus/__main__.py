@@ -1,0 +1,5 @@
+import sys
+
+from syllabus.cli import main
+
+sys.exit(main())

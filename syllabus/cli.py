@@ -1,0 +1,130 @@
+"""`syllabus list | run | report | data` — the command line.
+
+Bad input (unknown experiment, profile, key or value; missing or corrupt data) prints
+one line and exits with status 2; a run that fails after starting exits with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from syllabus.errors import RunFailed, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line and status 2, like every other usage error
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="syllabus", description="Classic deep-learning course experiments, run end to end.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("list", help="every experiment and its profiles")
+
+    r = sub.add_parser("run", help="run an experiment (or all)")
+    r.add_argument("name", nargs="?", help="experiment name or 'all'")
+    r.add_argument("--profile", default="quick", help="smoke | quick | full (default quick)")
+    r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    r.add_argument("--sweep", dest="sweeps", action="append", default=[], metavar="KEY=V1,V2")
+    r.add_argument("--out", default="runs", help="root of run directories (default ./runs)")
+    r.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    r.add_argument("--seed", type=int, default=None)
+
+    rep = sub.add_parser("report", help="re-render a run's (or a sweep's) report")
+    rep.add_argument("run_dir")
+
+    d = sub.add_parser("data", help="datasets: list, prepare")
+    dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    dsub.add_parser("list", help="every dataset, where it lives, whether it is present")
+    prep = dsub.add_parser("prepare", help="generate an embedded set or fetch a real one")
+    prep.add_argument("dataset")
+    prep.add_argument("--download", action="store_true", help="allow downloading a real dataset")
+    prep.add_argument("--set", dest="sets", action="append", default=[], metavar="data.dir=PATH")
+    return p
+
+
+def cmd_list() -> None:
+    from syllabus.experiments import EXPERIMENTS
+
+    width = max(len(n) for n in EXPERIMENTS)
+    for name, exp in EXPERIMENTS.items():
+        print(f"{name:<{width}}  [{'|'.join(exp.profiles)}]  {exp.title}")
+
+
+def cmd_run(args) -> None:
+    from syllabus import runner
+    from syllabus.config import parse_assignments
+    from syllabus.experiments import get_experiment
+
+    sets = parse_assignments(args.sets)
+    sweeps = parse_assignments(args.sweeps, "--sweep")
+    if args.seed is not None:
+        sets["seed"] = str(args.seed)
+    if args.resume:
+        if args.sweeps:
+            raise UsageError("--resume continues one run; it takes no --sweep")
+        path = runner.resume(Path(args.resume), sets, args.device)
+    elif not args.name:
+        raise UsageError("run needs an experiment name, 'all', or --resume RUN_DIR")
+    elif args.name == "all":
+        if sweeps:
+            raise UsageError("run all uses each experiment's own sweep; --sweep needs one experiment")
+        plans = runner.plan_all(args.profile, sets, None)
+        path = runner.execute_all(plans, Path(args.out), args.device)
+    else:
+        p = runner.plan(get_experiment(args.name), args.profile, sets, sweeps)
+        path = runner.execute(p, Path(args.out), args.device)
+    print(f"report: {path.resolve()}")
+
+
+def cmd_data(args) -> None:
+    from syllabus.config import parse_assignments
+    from syllabus.data import DATASETS, get_dataset_entry
+
+    if args.data_command == "list":
+        for name, entry in DATASETS.items():
+            state = "present" if entry.present(None) else "missing"
+            print(f"{name:<10} {entry.kind:<9} {state:<8} {entry.location(None)}  {entry.description}")
+        return
+    sets = parse_assignments(args.sets)
+    unknown = set(sets) - {"data.dir", "data.root"}
+    if unknown:
+        raise UsageError(f"data prepare takes --set data.dir= or data.root=, not {', '.join(sorted(unknown))}")
+    override = sets.get("data.root") or sets.get("data.dir")
+    print(get_dataset_entry(args.dataset).prepare(override, args.download))
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "list":
+            cmd_list()
+        elif args.command == "run":
+            cmd_run(args)
+        elif args.command == "report":
+            from syllabus import runner
+
+            print(f"report: {runner.report(Path(args.run_dir)).resolve()}")
+        else:
+            cmd_data(args)
+    except UsageError as e:
+        # raised inside a DataLoader worker, the message carries the worker's traceback
+        lines = [line for line in str(e).splitlines() if line.strip()] or [repr(e)]
+        print(f"syllabus: error: {lines[-1].strip()}", file=sys.stderr)
+        return 2
+    except RunFailed as e:
+        print(f"syllabus: run failed: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("syllabus: interrupted; continue with --resume RUN_DIR", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Every experiment, by name. Importing this package registers them all."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from syllabus.errors import UsageError
+from syllabus.registry import Registry
+from syllabus.runs import Run
+
+PROFILES = ("smoke", "quick", "full")
+
+
+@dataclass
+class Experiment:
+    """One experiment: its config profiles, how to run it and how to report on it.
+
+    Args:
+        name: the command-line name.
+        title: one line for `syllabus list`.
+        profiles: profile name -> config factory ("smoke", "quick", "full").
+        run: `run(cfg, run) -> summary dict`; writes checkpoints, metrics and summary.
+        report: `report(run) -> report.html path`, from what the run saved.
+        compare: `compare(points, out_dir) -> report.html path` over a sweep's points,
+            each a (label, run dir) pair.
+        check: `check(cfg)` raises UsageError before any training if the run cannot start
+            (e.g. real data missing).
+        headline: summary keys shown in sweep and index tables.
+        default_sweep: the sweep `syllabus run all` uses ({key: "v1,v2,..."}).
+    """
+
+    name: str
+    title: str
+    profiles: dict[str, Callable[[], Any]]
+    run: Callable[[Any, Run], dict]
+    report: Callable[[Run], Path]
+    compare: Callable[[list[tuple[str, Path]], Path], Path] | None = None
+    check: Callable[[Any], None] = lambda cfg: None
+    headline: list[str] = field(default_factory=list)
+    default_sweep: dict[str, str] = field(default_factory=dict)
+
+    def config(self, profile: str) -> Any:
+        if profile not in self.profiles:
+            raise UsageError(f"unknown profile {profile!r} for {self.name}; valid: {', '.join(self.profiles)}")
+        return self.profiles[profile]()
+
+    @property
+    def config_cls(self) -> type:
+        return type(next(iter(self.profiles.values()))())
+
+
+EXPERIMENTS: Registry[Experiment] = Registry("experiment")
+
+
+def register(exp: Experiment) -> Experiment:
+    return EXPERIMENTS.add(exp.name, exp)
+
+
+def get_experiment(name: str) -> Experiment:
+    return EXPERIMENTS.get(name)
+
+
+from syllabus.experiments import resnet_norms  # noqa: E402,F401  (registers itself)

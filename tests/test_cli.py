@@ -1,0 +1,85 @@
+"""The command line end to end: smoke runs, sweeps, resume, reports, and bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from syllabus.cli import main
+
+
+def _errors(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["run", "nope"], "unknown experiment 'nope'; valid: "),
+    (["run", "resnet-norms", "--profile", "huge"],
+     "unknown profile 'huge' for resnet-norms; valid: smoke, quick, full"),
+    (["run", "resnet-norms", "--set", "model.nrm=bn"], "unknown key 'model.nrm'; valid keys: data.name"),
+    (["run", "resnet-norms", "--set", "train.lr=fast"], "bad value 'fast' for train.lr: expected float"),
+    (["run", "resnet-norms", "--set", "model.norm=xyz"], "choices: bn, in, bin, ln, gn, none"),
+    (["run", "resnet-norms", "--sweep", "model.norm=bn,xyz"], "bad value 'xyz' for model.norm; choices"),
+    (["run", "resnet-norms", "--device", "tpu"], "invalid choice: 'tpu'"),
+    (["run", "resnet-norms", "--profile", "full"], "data.root"),
+    (["report", "/nonexistent/run"], "no such run directory"),
+    (["data", "prepare", "nope"], "valid"),
+])
+def test_bad_input_is_one_line_and_status_2(capsys, tmp_path, argv, expected):
+    code, err = _errors(capsys, argv + (["--out", str(tmp_path)] if argv[0] == "run" else []))
+    assert code == 2
+    assert expected in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not any(tmp_path.iterdir())  # validated before anything was written
+
+
+def test_list_names_every_profile(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet-norms" in out and "smoke|quick|full" in out
+
+
+def test_smoke_run_writes_the_run_directory(tmp_path, capsys):
+    assert main(["run", "resnet-norms", "--profile", "smoke", "--out", str(tmp_path), "--device", "cpu"]) == 0
+    (run_dir,) = (tmp_path / "resnet-norms").iterdir()
+    for name in ("config.json", "metrics.jsonl", "summary.json", "report.html",
+                 "checkpoints/last.pt", "checkpoints/best.pt", "plots/curves.png"):
+        assert (run_dir / name).exists(), name
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert 0 <= summary["test/accuracy"] <= 1 and summary["depth"] == 8
+    html = (run_dir / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<img src=\"plots" not in html
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["profile"] == "smoke" and config["config"]["model"]["norm"] == "bn"
+
+    # resume with more epochs continues from the checkpoint
+    assert main(["run", "--resume", str(run_dir), "--set", "train.epochs=3", "--device", "cpu"]) == 0
+    epochs = [r["epoch"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+              if "step" not in r]
+    assert epochs == [1, 2, 3]
+    assert "resuming" in capsys.readouterr().out
+
+    (run_dir / "report.html").unlink()
+    assert main(["report", str(run_dir)]) == 0 and (run_dir / "report.html").exists()
+
+
+def test_smoke_sweep_writes_comparison(tmp_path):
+    argv = ["run", "resnet-norms", "--profile", "smoke", "--out", str(tmp_path), "--device", "cpu",
+            "--sweep", "model.norm=bin,gn", "--set", "train.epochs=1"]
+    assert main(argv) == 0
+    dirs = sorted(p.name for p in (tmp_path / "resnet-norms").iterdir())
+    assert len(dirs) == 3 and dirs[0].endswith("norm=bin") and dirs[2].endswith("sweep")
+    sweep = tmp_path / "resnet-norms" / dirs[2]
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert [p["run"] for p in summary["points"]] == ["norm=bin", "norm=gn"]
+    html = (sweep / "report.html").read_text()
+    assert "rho" in html and html.count("data:image/png;base64,") >= 4
+
+
+def test_console_script_entry_point():
+    out = subprocess.run([sys.executable, "-m", "syllabus", "run", "resnet-norms", "--set", "x=1"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1

@@ -1,0 +1,40 @@
+import pytest
+import torch
+
+from syllabus.nn.norms import NORM_LAYERS, get_norm_layer
+from syllabus.nn.resnet import ResNet, count_weighted_layers
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_depth_is_6n_plus_2(n):
+    assert count_weighted_layers(ResNet(10, n=n)) == 6 * n + 2
+
+
+def test_feature_maps_at_full_half_quarter_resolution():
+    model = ResNet(5, n=1)
+    x = torch.randn(2, 3, 64, 64)
+    sizes = []
+    h = model.stem(x)
+    for stage in model.stages:
+        h = stage(h)
+        sizes.append(tuple(h.shape[1:]))
+    assert sizes == [(16, 64, 64), (32, 32, 32), (64, 16, 16)]
+    assert model(x).shape == (2, 5)
+    assert model.forward_features(x).shape == (2, 64, 16, 16)
+
+
+@pytest.mark.parametrize("norm", sorted(NORM_LAYERS))
+def test_every_norm_trains_every_parameter(norm):
+    torch.manual_seed(0)
+    model = ResNet(4, n=1, norm_layer=get_norm_layer(norm, num_groups=4))
+    out = model(torch.randn(4, 3, 32, 32))
+    out.logsumexp(1).mean().backward()
+    assert torch.isfinite(out).all()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_no_residual_drops_shortcuts():
+    model = ResNet(3, n=1, residual=False)
+    assert not any("shortcut.0" in name for name, _ in model.named_modules())
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3)
