@@ -1,7 +1,9 @@
 import os
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 torch.set_num_threads(2)
 
@@ -17,3 +19,25 @@ def _data_cache(tmp_path_factory):
         os.environ.pop("SYLLABUS_DATA", None)
     else:
         os.environ["SYLLABUS_DATA"] = old
+
+
+BIRD_CLASSES = ["Cattle-Egret", "Indian-Peacock", "Ruddy-Shelduck"]
+
+
+def write_jpegs(folder, count: int, colour) -> None:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(sum(colour))
+    for i in range(count):
+        pixels = np.clip(np.array(colour) + rng.integers(-20, 20, (12, 16, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i}.jpg")
+
+
+@pytest.fixture
+def kaggle_birds(tmp_path):
+    """A tiny copy of the Kaggle layout: Birds_25/{train,valid}/<class>/*.jpg."""
+    base = tmp_path / "Birds_25"
+    for k, name in enumerate(BIRD_CLASSES):
+        colour = (80 * k, 200 - 60 * k, 120)
+        write_jpegs(base / "train" / name, 10, colour)
+        write_jpegs(base / "valid" / name, 3, colour)
+    return base

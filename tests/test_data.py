@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.v2 as T
-from PIL import Image
 from torch.utils.data import DataLoader
 
 from syllabus.data import DATASETS, get_dataset_entry, shapes
@@ -141,26 +140,7 @@ def test_dataset_items_transform_and_masks(small):
 
 # --- birds ---
 
-BIRD_CLASSES = ["Cattle-Egret", "Indian-Peacock", "Ruddy-Shelduck"]
-
-
-def _jpegs(folder, count: int, colour) -> None:
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(sum(colour))
-    for i in range(count):
-        pixels = np.clip(np.array(colour) + rng.integers(-20, 20, (12, 16, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / f"{i}.jpg")
-
-
-@pytest.fixture
-def kaggle_birds(tmp_path):
-    """A tiny copy of the Kaggle layout: Birds_25/{train,valid}/<class>/*.jpg."""
-    base = tmp_path / "Birds_25"
-    for k, name in enumerate(BIRD_CLASSES):
-        colour = (80 * k, 200 - 60 * k, 120)
-        _jpegs(base / "train" / name, 10, colour)
-        _jpegs(base / "valid" / name, 3, colour)
-    return base
+from conftest import BIRD_CLASSES, write_jpegs  # noqa: E402
 
 
 def test_kaggle_layout_gives_three_splits_with_a_stratified_test(kaggle_birds):
@@ -185,7 +165,7 @@ def test_test_split_is_deterministic_and_follows_the_seed(kaggle_birds):
 def test_train_val_test_layout_is_used_as_is(tmp_path):
     for split, count in (("train", 4), ("val", 2), ("test", 3)):
         for name in BIRD_CLASSES[:2]:
-            _jpegs(tmp_path / split / name, count, (10, 200, 30))
+            write_jpegs(tmp_path / split / name, count, (10, 200, 30))
     datasets, info = birds_splits(tmp_path, image_size=40, augment=True)
     assert info["counts"] == {"train": 8, "val": 4, "test": 6}
     assert "test_files" not in info

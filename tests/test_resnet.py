@@ -38,3 +38,26 @@ def test_no_residual_drops_shortcuts():
     model = ResNet(3, n=1, residual=False)
     assert not any("shortcut.0" in name for name, _ in model.named_modules())
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+
+
+def test_our_bn_trains_like_torch_batchnorm():
+    """The sanity reference: same init, same batches -> the same losses and weights."""
+    torch.manual_seed(0)
+    ours = ResNet(5, n=1, norm_layer=get_norm_layer("bn"))
+    ref = ResNet(5, n=1, norm_layer=get_norm_layer("torch-bn"))
+    ref.load_state_dict(ours.state_dict())
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (ours, ref)]
+    g = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        x, y = torch.randn(8, 3, 32, 32, generator=g), torch.randint(0, 5, (8,), generator=g)
+        losses = []
+        for model, opt in zip((ours, ref), opts):
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        assert abs(losses[0] - losses[1]) < 1e-4
+    ours.eval(), ref.eval()
+    x = torch.randn(4, 3, 32, 32, generator=g)
+    torch.testing.assert_close(ours(x), ref(x), atol=1e-3, rtol=1e-3)
