@@ -64,3 +64,4 @@ def get_experiment(name: str) -> Experiment:
 
 
 from syllabus.experiments import resnet_norms  # noqa: E402,F401  (registers itself)
+from syllabus.experiments import vae  # noqa: E402,F401  (registers itself)

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -310,6 +311,95 @@ def image_grid(images: np.ndarray, titles: Sequence[str] | None = None, ncols: i
         ax.imshow(images[i], cmap="gray" if images.ndim == 3 else None, vmin=0.0, vmax=1.0)
         if titles is not None:
             ax.set_title(titles[i], fontsize=8)
+    return fig
+
+
+def image_strips(
+    strips: Sequence[Sequence[np.ndarray] | None],
+    labels: Sequence[Sequence[str]],
+    titles: Sequence[str] | None = None,
+    ncols: int = 1,
+) -> Figure:
+    """Rows of images side by side (e.g. an image, its heat map, its overlay), one axes per strip.
+
+    Args:
+        strips: each a list of (H, W, 3) images in [0, 1] of one height; None leaves a cell empty.
+        labels: per strip, one caption under each of its images.
+        titles: one title above each strip, or None.
+        ncols: strips per row of the figure.
+    """
+    n = len(strips)
+    width = max((len(s) for s in strips if s is not None), default=1)
+    fig, axes = _figure(n, ncols=max(1, min(ncols, n)), panel=(1.45 * width, 1.95 if titles else 1.75))
+    for i, (ax, strip) in enumerate(zip(axes, strips)):
+        ax.set_axis_off() if strip is None else _draw_strip(ax, strip, labels[i])
+        if strip is not None and titles is not None:
+            ax.set_title(titles[i], fontsize=8)
+    return fig
+
+
+def _draw_strip(ax: Axes, strip: Sequence[np.ndarray], labels: Sequence[str]) -> None:
+    """The images of one strip with a 2-pixel white gap, and a caption under each."""
+    images = [_as_display_images(np.asarray(im)[None])[0] for im in strip]  # each (H, W, 3)
+    gap = np.ones((images[0].shape[0], 2, 3))
+    ax.imshow(np.concatenate([part for im in images for part in (im, gap)][:-1], axis=1), vmin=0.0, vmax=1.0)
+    centres = [i * (images[0].shape[1] + 2) + images[0].shape[1] / 2 - 0.5 for i in range(len(images))]
+    ax.set_xticks(centres, labels=list(labels), fontsize=7)
+    ax.set_yticks([])
+    ax.tick_params(length=0)
+    ax.spines[:].set_visible(False)
+
+
+def image_mosaic(images: np.ndarray, ncols: int | None = None, title: str = "", cell: float = 0.55,
+                 pad: int = 1) -> Figure:
+    """Grey images tiled into one picture on a single axes (cheap for hundreds of images).
+
+    Args:
+        images: (R, C, H, W) rows of images, or (N, H, W) laid out ``ncols`` per row; floats
+            in [0, 1] (clipped) or uint8.
+        ncols: images per row for (N, H, W) input (default: about square).
+        title: title above the mosaic.
+        cell: inches per image (the whole figure is kept at most 13 inches wide).
+        pad: white gutter between images, in pixels.
+    """
+    images = np.asarray(images)
+    if images.ndim == 3:
+        n = len(images)
+        ncols = max(1, min(ncols or math.ceil(math.sqrt(n)), n))
+        rows = math.ceil(n / ncols)
+        blank = np.full((rows * ncols - n, *images.shape[1:]), 255 if images.dtype == np.uint8 else 1, images.dtype)
+        images = np.concatenate([images, blank]).reshape(rows, ncols, *images.shape[1:])
+    if images.ndim != 4:
+        raise ValueError(f"expected (R, C, H, W) or (N, H, W) images, got shape {images.shape}")
+    r, c, h, w = images.shape
+    tiles = _as_display_images(images.reshape(r * c, h, w)).reshape(r, c, h, w)
+    canvas = np.ones((r * (h + pad) - pad, c * (w + pad) - pad))
+    for i, j in np.ndindex(r, c):
+        canvas[i * (h + pad): i * (h + pad) + h, j * (w + pad): j * (w + pad) + w] = tiles[i, j]
+    scale = min(1.0, 13.0 / (c * cell))
+    fig = Figure(figsize=(c * cell * scale, r * cell * scale + (0.35 if title else 0.0)), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(canvas, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=11, fontweight="bold")
+    return fig
+
+
+def plot_embedding(points: np.ndarray, labels: Sequence[int], class_names: Sequence[str], title: str = "",
+                   xlabel: str = "", ylabel: str = "") -> Figure:
+    """(N, 2) points (a latent map, a t-SNE) scattered with one colour per class."""
+    points, labels = np.asarray(points, dtype=np.float64), np.asarray(labels)
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) != len(labels):
+        raise ValueError(f"expected (N, 2) points and N labels, got {points.shape} and {labels.shape}")
+    fig, (ax,) = _figure(panel=(6.4, 5.2))
+    colors = colormaps["tab10" if len(class_names) <= 10 else "tab20"]
+    for k, name in enumerate(class_names):
+        sel = labels == k
+        if sel.any():
+            ax.scatter(points[sel, 0], points[sel, 1], s=9, alpha=0.75, color=colors(k % colors.N), label=str(name))
+    _style(ax, title, xlabel, ylabel)
+    _side_legend(ax)
     return fig
 
 
