@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,5 +64,7 @@ def get_experiment(name: str) -> Experiment:
     return EXPERIMENTS.get(name)
 
 
-from syllabus.experiments import resnet_norms  # noqa: E402,F401  (registers itself)
-from syllabus.experiments import vae  # noqa: E402,F401  (registers itself)
+# In this order `syllabus list` shows them and `syllabus run all` runs them.
+_MODULES = ("resnet_norms", "vae", "gan")
+for _module in _MODULES:
+    importlib.import_module(f"syllabus.experiments.{_module}")
