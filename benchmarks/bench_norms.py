@@ -1,6 +1,7 @@
 """Forward + backward time of our normalisation layers against torch's built-in ones, on CPU.
 
     python benchmarks/bench_norms.py [--batch 64 --channels 32 --size 32 --repeats 50 --threads 2]
+                                     [--stat min] [--keep-freed-memory] [--norms bn,gn]
 
 Each pair runs on the same input and upstream gradient in one process. After a warm-up, the
 calls of ours and torch's alternate (so that load from other processes hits both alike) and
@@ -20,6 +21,8 @@ import torch
 from torch import nn
 
 from syllabus.nn.norms import get_norm_layer
+
+STATS: dict[str, Callable[[list[float]], float]] = {"median": statistics.median, "min": min}
 
 
 def keep_freed_memory() -> bool:
@@ -61,8 +64,9 @@ def step_fn(layer: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> Callable[[
     return step
 
 
-def time_pair(ours: Callable[[], None], theirs: Callable[[], None], repeats: int, warmup: int) -> tuple[float, float]:
-    """Median milliseconds per call of each, the calls alternating."""
+def time_pair(ours: Callable[[], None], theirs: Callable[[], None], repeats: int, warmup: int,
+              stat: Callable[[list[float]], float] = statistics.median) -> tuple[float, float]:
+    """`stat` (median) of the milliseconds per call of each, the calls alternating."""
     for _ in range(warmup):
         ours()
         theirs()
@@ -74,7 +78,7 @@ def time_pair(ours: Callable[[], None], theirs: Callable[[], None], repeats: int
             start = time.perf_counter()
             fn()
             times[which].append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times[0]), statistics.median(times[1])
+    return stat(times[0]), stat(times[1])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -87,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--norms", default="bn,in,ln,gn,bin", help="comma-separated subset")
+    parser.add_argument("--stat", choices=("median", "min"), default="median",
+                        help="min: the least disturbed call, when other processes share the CPU")
     parser.add_argument("--keep-freed-memory", action="store_true",
                         help="glibc: reuse freed memory rather than fault in new pages (see keep_freed_memory)")
     args = parser.parse_args(argv)
@@ -99,14 +105,14 @@ def main(argv: list[str] | None = None) -> None:
     grad = torch.randn(shape)  # (B, C, H, W)
     layers = reference_layers(args.channels, args.size, args.groups)
     print(f"input {tuple(shape)} float32, {args.threads} threads, torch {torch.__version__}, "
-          f"median of {args.repeats} (forward + backward), freed memory kept: {kept}, "
+          f"{args.stat} of {args.repeats} (forward + backward), freed memory kept: {kept}, "
           f"load average before: {os.getloadavg()[0]:.2f}\n")
     print("| norm | ours ms | torch ms | ratio (ours/torch) | torch layer |")
     print("|---|---:|---:|---:|---|")
     for name in args.norms.split(","):
         ours, theirs, label = layers[name]
         t_ours, t_torch = time_pair(step_fn(ours.train(), x, grad), step_fn(theirs.train(), x, grad),
-                                    args.repeats, args.warmup)
+                                    args.repeats, args.warmup, STATS[args.stat])
         print(f"| {name} | {t_ours:.2f} | {t_torch:.2f} | {t_ours / t_torch:.2f} | {label} |")
 
 
