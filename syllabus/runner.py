@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from syllabus.config import apply_overrides, leaves, point_label, sweep_points, to_dict
+from syllabus.config import apply_overrides, get_value, leaves, point_label, sweep_points, to_dict
 from syllabus.errors import RunFailed, UsageError
 from syllabus.experiments import EXPERIMENTS, Experiment, get_experiment
 from syllabus.runs import Run, new_run_dir, read_json, timestamp, write_json
@@ -77,7 +77,7 @@ def compare(sweep_dir: Path) -> Path:
     info = read_json(Path(sweep_dir) / "sweep.json")
     exp = get_experiment(info["experiment"])
     points = [(e["label"], Path(e["dir"])) for e in info["points"] if e["status"] == "ok"]
-    if exp.compare is None or not points:
+    if not points:
         raise RunFailed(f"no successful points to compare in {sweep_dir}")
     return exp.compare(points, Path(sweep_dir))
 
@@ -120,10 +120,13 @@ def plan_all(profile: str, overrides: dict[str, str], seed: int | None) -> list[
 
 def execute_all(plans: list[Plan], out: Path, device: str) -> Path:
     """Run every plan, then write `out/index.html` linking each report."""
-    stamp, rows = timestamp(), []
+    stamp, rows, done = timestamp(), [], {}
     for p in plans:
+        if p.exp.reuses in done and get_value(p.cfg, "model.run") == "":
+            p.cfg = apply_overrides(p.cfg, {"model.run": str(done[p.exp.reuses])})
         try:
             path = execute(p, out, device, stamp)
+            done[p.exp.name] = path.parent
             rows.append((p, path, _headline(p.exp, path.parent), ""))
         except RunFailed as e:
             rows.append((p, None, {}, str(e)))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,29 +24,37 @@ class Experiment:
         title: one line for `syllabus list`.
         profiles: profile name -> config factory ("smoke", "quick", "full").
         run: `run(cfg, run) -> summary dict`; writes checkpoints, metrics and summary.
-        report: `report(run) -> report.html path`, from what the run saved.
-        compare: `compare(points, out_dir) -> report.html path` over a sweep's points,
-            each a (label, run dir) pair.
+        reports: the module holding `single_report(run) -> report.html path`, built from
+            what the run saved, and `sweep_report(points, out_dir) -> report.html path` over
+            a sweep's points, each a (label, run dir) pair (imported when first needed).
         check: `check(cfg)` raises UsageError before any training if the run cannot start
             (e.g. real data missing).
         headline: summary keys shown in sweep and index tables.
         default_sweep: the sweep `syllabus run all` uses ({key: "v1,v2,..."}).
+        reuses: in `syllabus run all`, the experiment whose run (or sweep) this one is
+            pointed at through `model.run` (e.g. Grad-CAM explains the resnet-norms sweep).
     """
 
     name: str
     title: str
     profiles: dict[str, Callable[[], Any]]
     run: Callable[[Any, Run], dict]
-    report: Callable[[Run], Path]
-    compare: Callable[[list[tuple[str, Path]], Path], Path] | None = None
+    reports: str
     check: Callable[[Any], None] = lambda cfg: None
     headline: list[str] = field(default_factory=list)
     default_sweep: dict[str, str] = field(default_factory=dict)
+    reuses: str = ""
 
     def config(self, profile: str) -> Any:
         if profile not in self.profiles:
             raise UsageError(f"unknown profile {profile!r} for {self.name}; valid: {', '.join(self.profiles)}")
         return self.profiles[profile]()
+
+    def report(self, run: Run) -> Path:
+        return importlib.import_module(self.reports).single_report(run)
+
+    def compare(self, points: list[tuple[str, Path]], out: Path) -> Path:
+        return importlib.import_module(self.reports).sweep_report(points, out)
 
     @property
     def config_cls(self) -> type:
@@ -65,6 +73,6 @@ def get_experiment(name: str) -> Experiment:
 
 
 # In this order `syllabus list` shows them and `syllabus run all` runs them.
-_MODULES = ("resnet_norms", "vae", "gan")
+_MODULES = ("resnet_norms", "gradcam", "vae", "gan")
 for _module in _MODULES:
     importlib.import_module(f"syllabus.experiments.{_module}")

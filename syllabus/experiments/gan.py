@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -405,25 +404,13 @@ def summarize(rows: list[dict], settings: Settings) -> dict:
     return out
 
 
-def _report(run: Run) -> Path:
-    from syllabus.experiments.gan_report import single_report
-
-    return single_report(run)
-
-
-def _compare(points: list[tuple[str, Path]], out: Path) -> Path:
-    from syllabus.experiments.gan_report import sweep_report
-
-    return sweep_report(points, out)
-
 
 register(Experiment(
     name="gan",
     title="GAN training dynamics: vanishing gradients, mode collapse, D overfitting, mitigations",
     profiles={"smoke": smoke, "quick": quick, "full": full},
     run=run,
-    report=_report,
-    compare=_compare,
+    reports="syllabus.experiments.gan_report",
     check=check,
     headline=["classes_covered", "kl_uniform", "frechet", "g_grad_norm", "d_gap", "classifier_accuracy"],
 ))

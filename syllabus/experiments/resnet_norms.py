@@ -10,7 +10,6 @@ the batch-size study.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
@@ -110,25 +109,13 @@ def evaluate_splits(model: torch.nn.Module, loaders: dict[str, DataLoader], num_
     return summary
 
 
-def _report(run: Run) -> Path:
-    from syllabus.experiments.resnet_norms_report import single_report
-
-    return single_report(run)
-
-
-def _compare(points: list[tuple[str, Path]], out: Path) -> Path:
-    from syllabus.experiments.resnet_norms_report import sweep_report
-
-    return sweep_report(points, out)
-
 
 register(Experiment(
     name="resnet-norms",
     title="ResNet 6n+2 with BN / IN / BIN / LN / GN / none, written from scratch",
     profiles={"smoke": smoke, "quick": quick, "full": full},
     run=run,
-    report=_report,
-    compare=_compare,
+    reports="syllabus.experiments.resnet_norms_report",
     check=lambda cfg: check_image_data(cfg.data),
     headline=["test/accuracy", "test/micro_f1", "test/macro_f1", "val/accuracy", "time_per_epoch"],
     default_sweep={"model.norm": "bn,in,bin,ln,gn,none"},

@@ -12,7 +12,6 @@ compares latent sizes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -295,25 +294,13 @@ def run(cfg: Config, run: Run) -> dict:
     return summary
 
 
-def _report(run: Run) -> Path:
-    from syllabus.experiments.vae_report import single_report
-
-    return single_report(run)
-
-
-def _compare(points: list[tuple[str, Path]], out: Path) -> Path:
-    from syllabus.experiments.vae_report import sweep_report
-
-    return sweep_report(points, out)
-
 
 register(Experiment(
     name="vae",
     title="Variational autoencoder on digits: ELBO terms, samples, interpolation, latent map, IWAE",
     profiles={"smoke": smoke, "quick": quick, "full": full},
     run=run,
-    report=_report,
-    compare=_compare,
+    reports="syllabus.experiments.vae_report",
     check=check,
     headline=["test/elbo", "test/iwae", "test/recon", "test/kl", "active_units", "time_per_epoch"],
     default_sweep={"model.latent_dim": "2,10"},
