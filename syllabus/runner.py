@@ -146,7 +146,8 @@ def write_index(out: Path, rows: list) -> Path:
     rep.section("Experiments")
     table = []
     for p, path, headline, error in rows:
-        table.append({"experiment": p.exp.name, "what": p.exp.title, "status": error or "ok", **headline})
+        numbers = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in headline.items())
+        table.append({"experiment": p.exp.name, "what": p.exp.title, "status": error or "ok", "headline": numbers})
         if path is not None:
             rep.link(str(path.relative_to(out)), f"{p.exp.name}: report")
     rep.table(table)
