@@ -103,3 +103,13 @@ def test_corrupt_birds_image_is_named(tmp_path, kaggle_birds, capsys):
             "--set", f"data.root={kaggle_birds}", "--set", "data.name=birds", "--set", "data.image_size=32"]
     code, err = _errors(capsys, argv)
     assert code == 2 and "corrupt image" in err and str(bad) in err and len(err.splitlines()) == 1
+
+
+def test_run_all_smoke_writes_an_index_over_every_experiment(tmp_path):
+    from syllabus.experiments import EXPERIMENTS
+
+    assert main(["run", "all", "--profile", "smoke", "--out", str(tmp_path), "--device", "cpu"]) == 0
+    html = (tmp_path / "index.html").read_text()
+    for name in EXPERIMENTS:
+        assert f"{name}: report" in html
+    assert "test/accuracy" in html and "failed" not in html
