@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from syllabus.config import apply_overrides, get_value, leaves, point_label, sweep_points, to_dict
+from syllabus.config import apply_overrides, from_dict, get_value, leaves, point_label, sweep_points, to_dict
 from syllabus.errors import RunFailed, UsageError
 from syllabus.experiments import EXPERIMENTS, Experiment, get_experiment
 from syllabus.runs import Run, new_run_dir, read_json, timestamp, write_json
@@ -86,8 +86,6 @@ def resume(run_dir: Path, overrides: dict[str, str], device: str) -> Path:
     """Continue an interrupted run from its last checkpoint, with its saved config."""
     saved = read_json(Path(run_dir) / "config.json")
     exp = get_experiment(saved["experiment"])
-    from syllabus.config import from_dict
-
     cfg = apply_overrides(from_dict(exp.config_cls, saved["config"]), overrides)
     exp.check(cfg)
     return run_one(exp, saved["profile"], cfg, Run(Path(run_dir), device))

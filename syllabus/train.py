@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from syllabus.config import choice
 from syllabus.errors import RunFailed, UsageError
-from syllabus.runs import Run
+from syllabus.runs import Run, is_main_process
 
 
 @dataclass
@@ -72,6 +72,16 @@ class FitResult:
     epochs_run: int
     stopped_early: bool
     history: list[dict] = field(default_factory=list)
+
+
+def fit_summary(result: FitResult, run: Run, model: nn.Module) -> dict:
+    """What every trained run reports: best and last epoch, early stop, mean time per epoch, size.
+
+    Times come from metrics.jsonl, so a resumed run counts the epochs before the interruption.
+    """
+    times = [r["time/epoch"] for r in run.read_metrics() if "time/epoch" in r]
+    return {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
+            "time_per_epoch": sum(times) / max(len(times), 1), "params": sum(p.numel() for p in model.parameters())}
 
 
 def seed_everything(seed: int) -> None:
@@ -197,7 +207,8 @@ def _resume(run: Run, model: nn.Module, opt, sched) -> _Progress:
     _set_rng_state(state["rng"])
     progress = _Progress(**state["progress"])
     run.truncate_metrics(progress.epoch)
-    print(f"resuming {run.path} after epoch {progress.epoch}")
+    if is_main_process():
+        print(f"resuming {run.path} after epoch {progress.epoch}")
     return progress
 
 

@@ -13,7 +13,7 @@ from syllabus.data.birds import birds_location, birds_present, prepare_birds
 from syllabus.data.digits import mnist_location, mnist_present, prepare_digits, prepare_mnist
 from syllabus.data.paths import data_dir
 from syllabus.data.shapes import prepare_shapes, shapes_location, shapes_present
-from syllabus.errors import UsageError
+from syllabus.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -49,21 +49,17 @@ class DatasetEntry:
         return self.make(root_override, download)
 
 
-DATASETS: dict[str, DatasetEntry] = {}
+DATASETS: Registry[DatasetEntry] = Registry("dataset")
 
 
 def register(entry: DatasetEntry) -> DatasetEntry:
     if entry.kind not in ("embedded", "real"):
         raise ValueError(f"dataset kind must be 'embedded' or 'real', got {entry.kind!r}")
-    DATASETS[entry.name] = entry
-    return entry
+    return DATASETS.add(entry.name, entry)
 
 
 def get_dataset_entry(name: str) -> DatasetEntry:
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise UsageError(f"unknown dataset {name!r}; valid: {', '.join(sorted(DATASETS))}") from None
+    return DATASETS.get(name)
 
 
 _SHAPES = "procedural shapes on textured backgrounds, with object masks"

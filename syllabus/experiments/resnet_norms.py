@@ -21,7 +21,7 @@ from syllabus.experiments import Experiment, register
 from syllabus.nn.norms import NORM_LAYERS, bin_rhos, constrain_norms_, get_norm_layer
 from syllabus.nn.resnet import ResNet
 from syllabus.runs import Run
-from syllabus.train import TrainConfig, fit
+from syllabus.train import TrainConfig, fit, fit_summary
 
 SPLITS = ("train", "val", "test")
 
@@ -84,11 +84,8 @@ def run(cfg: Config, run: Run) -> dict:
     model.load_state_dict(run.load_checkpoint("best")["model"])
     eval_loaders = {s: DataLoader(splits[s], batch_size=256, num_workers=cfg.data.num_workers) for s in SPLITS}
     summary = evaluate_splits(model, eval_loaders, len(classes))
-    times = [r["time/epoch"] for r in run.read_metrics() if "time/epoch" in r]
     summary.update(
-        classes=classes, split_info=split_info, best_epoch=result.best_epoch, epochs_run=result.epochs_run,
-        stopped_early=result.stopped_early, time_per_epoch=sum(times) / max(len(times), 1),
-        params=sum(p.numel() for p in model.parameters()), depth=6 * cfg.model.n + 2,
+        fit_summary(result, run, model), classes=classes, split_info=split_info, depth=6 * cfg.model.n + 2,
         norm=cfg.model.norm, batch_size=cfg.train.batch_size, bin_rho=bin_rhos(model),
     )
     run.save_summary(summary)

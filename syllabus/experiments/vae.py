@@ -25,7 +25,7 @@ from syllabus.errors import UsageError
 from syllabus.experiments import Experiment, register
 from syllabus.nn.vae import ARCHS, VAE, elbo_terms, gaussian_kl, iwae_bound, log_importance_weights
 from syllabus.runs import Run, is_main_process
-from syllabus.train import TrainConfig, fit, seed_everything
+from syllabus.train import TrainConfig, fit, fit_summary, seed_everything
 
 SPLITS = ("train", "val", "test")
 TERMS = ("elbo", "recon", "kl")  # per image, in nats
@@ -282,11 +282,9 @@ def run(cfg: Config, run: Run) -> dict:
     arrays = pictures(model, splits["test"], mu, cfg.eval, cfg.seed)
     if is_main_process():
         np.savez_compressed(run.path / PICTURES, latent=coords, labels=splits["test"].targets.numpy(), **arrays)
-    times = [r["time/epoch"] for r in run.read_metrics() if "time/epoch" in r]
     summary.update(
-        latent_stats(mu, logvar), latent_map=how, iwae_gap=summary["test/iwae"] - summary["test/elbo"],
-        best_epoch=result.best_epoch, epochs_run=result.epochs_run, stopped_early=result.stopped_early,
-        time_per_epoch=sum(times) / max(len(times), 1), params=sum(p.numel() for p in model.parameters()),
+        latent_stats(mu, logvar), **fit_summary(result, run, model), latent_map=how,
+        iwae_gap=summary["test/iwae"] - summary["test/elbo"],
         latent_dim=cfg.model.latent_dim, arch=cfg.model.arch, data=cfg.data.name, image_size=cfg.data.size,
         sizes={s: len(splits[s]) for s in SPLITS},
     )

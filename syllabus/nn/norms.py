@@ -30,19 +30,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from syllabus.errors import UsageError
+from syllabus.registry import Registry
 
-NORM_LAYERS: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register_norm(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Class decorator: make the layer constructible as `get_norm_layer(name)`."""
-
-    def add(layer: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        NORM_LAYERS[name] = layer
-        return layer
-
-    return add
+NORM_LAYERS: Registry[Callable[..., nn.Module]] = Registry("normalisation")
+register_norm = NORM_LAYERS.register  # class decorator: constructible as `get_norm_layer(name)`
 
 
 # ----------------------------------------------------------------------------------------------
@@ -358,9 +349,7 @@ def get_norm_layer(name: str, **kwargs) -> Callable[[int], nn.Module]:
     Raises:
         UsageError: `name` is not registered.
     """
-    if name not in NORM_LAYERS:
-        raise UsageError(f"unknown normalisation {name!r}; valid names: {', '.join(NORM_LAYERS)}")
-    layer = NORM_LAYERS[name]
+    layer = NORM_LAYERS.get(name)
     params = inspect.signature(layer).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     accepted = {k: v for k, v in kwargs.items() if takes_any or k in params}
