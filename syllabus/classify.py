@@ -1,8 +1,8 @@
-"""Image classification as a `Task` for the training loop, and evaluation helpers."""
+"""Image classification as a `Trainer` for the loop core, and evaluation helpers."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -11,39 +11,39 @@ import torch.nn.functional as F
 from torch import nn
 
 from syllabus.metrics.classification import classification_metrics, confusion_matrix
+from syllabus.train import StepContext, Trainer
 
 
-class ClassificationTask:
-    """Cross-entropy on (image, label, ...) batches; accuracy, micro- and macro-F1.
+class ClassifierTrainer(Trainer):
+    """Cross-entropy on (image, label, ...) batches; val loss, accuracy, micro- and macro-F1.
 
     Args:
-        num_classes: number of classes K (macro-F1 averages over all K).
+        model: maps (B, C, H, W) images to (B, K) logits.
+        val_loader: the validation batches `evaluate` scores.
+        num_classes: K (macro-F1 averages over all K).
+        after_update: called with the model after every optimizer step (e.g. to clamp BIN's rho).
     """
 
-    def __init__(self, num_classes: int):
-        self.num_classes = num_classes
+    def __init__(self, model: nn.Module, val_loader: Iterable, num_classes: int,
+                 after_update: Callable[[nn.Module], None] | None = None):
+        self.model, self.val_loader, self.num_classes = model, val_loader, num_classes
+        self.after_update = after_update
 
-    def step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict]:
-        x, y = batch[0], batch[1]  # (B, C, H, W), (B,)
-        logits = model(x)  # (B, K)
+    def modules(self) -> dict[str, nn.Module]:
+        return {"model": self.model}
+
+    def train_step(self, batch: Any, ctx: StepContext) -> dict[str, float]:
+        x, y = ctx.to_device(batch[:2])  # (B, C, H, W), (B,)
+        logits = self.model(x)  # (B, K)
         loss = F.cross_entropy(logits, y)
-        return loss, {"loss": loss.detach() * len(y), "n": len(y),
-                      "pred": logits.argmax(1).detach(), "true": y.detach()}
+        ctx.update("main", loss)
+        if self.after_update is not None:
+            self.after_update(self.model)
+        return {"loss": loss.item(), "accuracy": (logits.argmax(1) == y).float().mean().item()}
 
-    def summarize(self, extras: list[dict]) -> dict[str, float]:
-        n = sum(e["n"] for e in extras)
-        if n == 0:
-            return {}
-        loss = float(sum(e["loss"] for e in extras)) / n
-        pred = torch.cat([e["pred"] for e in extras]).cpu().numpy()
-        true = torch.cat([e["true"] for e in extras]).cpu().numpy()
-        return {"loss": loss, **classification_metrics(true, pred, self.num_classes)}
-
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, loader: Iterable, accelerator: Any = None) -> dict[str, float]:
-        out = predict(model, loader, accelerator)
-        metrics = classification_metrics(out["true"], out["pred"], self.num_classes)
-        return {"loss": out["loss"], **metrics}
+    def evaluate(self, ctx: StepContext) -> dict[str, float]:
+        out = predict(self.model, self.val_loader, ctx.accelerator)
+        return {"loss": out["loss"], **classification_metrics(out["true"], out["pred"], self.num_classes)}
 
 
 @torch.no_grad()

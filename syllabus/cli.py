@@ -21,7 +21,12 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="syllabus", description="Classic deep-learning course experiments, run end to end.")
+    common = _Parser(add_help=False)
+    common.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                        help="CPU threads for torch (tiny models often run faster on 1)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add = sub.add_parser
+    sub.add_parser = lambda *a, **k: _add(*a, parents=[common, *k.pop("parents", [])], **k)
     sub.add_parser("list", help="every experiment and its profiles")
 
     r = sub.add_parser("run", help="run an experiment (or all)")
@@ -39,12 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("data", help="datasets: list, prepare")
     dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    _dadd = dsub.add_parser
+    dsub.add_parser = lambda *a, **k: _dadd(*a, parents=[common, *k.pop("parents", [])], **k)
     dsub.add_parser("list", help="every dataset, where it lives, whether it is present")
     prep = dsub.add_parser("prepare", help="generate an embedded set or fetch a real one")
     prep.add_argument("dataset")
     prep.add_argument("--download", action="store_true", help="allow downloading a real dataset")
     prep.add_argument("--set", dest="sets", action="append", default=[], metavar="data.dir=PATH")
     return p
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
 
 
 def cmd_list() -> None:
@@ -102,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "threads", None):
+            import torch
+
+            torch.set_num_threads(args.threads)
         if args.command == "list":
             cmd_list()
         elif args.command == "run":
@@ -121,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"syllabus: run failed: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("syllabus: interrupted; continue with --resume RUN_DIR", file=sys.stderr)
+        from syllabus import runs
+
+        where = f"syllabus run --resume {runs.CURRENT.path}" if runs.CURRENT is not None else "--resume RUN_DIR"
+        print(f"syllabus: interrupted; continue with {where}", file=sys.stderr)
         return 130
     return 0
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
+import re
 import types
 import typing
 from collections.abc import Iterable
@@ -29,6 +31,36 @@ def choice(default: str, choices: Iterable[str]) -> Any:
     return dataclasses.field(default=default, metadata={"choices": choices})
 
 
+def ranged(default: float, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+           hi_open: bool = False) -> Any:
+    """A number field accepting only finite values in [lo, hi] (an open end excludes the bound).
+
+    `ranged(0.1, 0, lo_open=True)` is a positive number; `ranged(10, 1)` an integer of at least 1.
+    """
+    return dataclasses.field(default=default, metadata={"range": (lo, hi, lo_open, hi_open)})
+
+
+def _range_text(rng: tuple) -> str:
+    lo, hi, lo_open, hi_open = rng
+    parts = []
+    if lo is not None:
+        parts.append(f"{'>' if lo_open else '>='} {lo:g}")
+    if hi is not None:
+        parts.append(f"{'<' if hi_open else '<='} {hi:g}")
+    return " and ".join(parts) or "finite"
+
+
+def _in_range(value: Any, rng: tuple | None) -> bool:
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    if rng is None or value is None:
+        return True
+    lo, hi, lo_open, hi_open = rng
+    if lo is not None and (value < lo or (lo_open and value == lo)):
+        return False
+    return not (hi is not None and (value > hi or (hi_open and value == hi)))
+
+
 def nested(factory: type) -> Any:
     """A sub-config field (`data`, `model`, `train`) with its own defaults."""
     return dataclasses.field(default_factory=factory)
@@ -41,6 +73,7 @@ class Leaf:
     key: str
     type: Any
     choices: tuple[str, ...] | None
+    range: tuple | None = None
 
 
 def leaves(cfg_or_cls: Any, prefix: str = "") -> dict[str, Leaf]:
@@ -53,7 +86,7 @@ def leaves(cfg_or_cls: Any, prefix: str = "") -> dict[str, Leaf]:
         if dataclasses.is_dataclass(tp):
             out.update(leaves(tp, key + "."))
         else:
-            out[key] = Leaf(key, tp, f.metadata.get("choices"))
+            out[key] = Leaf(key, tp, f.metadata.get("choices"), f.metadata.get("range"))
     return out
 
 
@@ -75,7 +108,16 @@ def parse_value(leaf: Leaf, text: str) -> Any:
         raise UsageError(
             f"bad value {text!r} for {leaf.key}; choices: {', '.join(leaf.choices)}"
         )
+    _check_range(leaf, value)
     return value
+
+
+def _check_range(leaf: Leaf, value: Any) -> None:
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    for v in values:
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not _in_range(v, leaf.range):
+            need = _range_text(leaf.range) if leaf.range else "a finite number"
+            raise UsageError(f"bad value {v!r} for {leaf.key}: must be {need}")
 
 
 def _parse(tp: Any, text: str) -> Any:
@@ -131,21 +173,32 @@ def _replace(cfg: Any, path: list[str], value: Any) -> Any:
 
 
 def check_choices(cfg: Any) -> None:
-    """Raise UsageError if any choice field holds a value outside its choices."""
+    """Raise UsageError if any field holds a value outside its choices or its range."""
     for leaf in leaves(cfg).values():
         value = get_value(cfg, leaf.key)
         if leaf.choices is not None and value not in leaf.choices:
             raise UsageError(f"bad value {value!r} for {leaf.key}; choices: {', '.join(leaf.choices)}")
+        _check_range(leaf, value)
 
 
 def parse_assignments(items: Iterable[str], what: str = "--set") -> dict[str, str]:
-    """`["a.b=1", "c=x"]` -> `{"a.b": "1", "c": "x"}`."""
-    out = {}
+    """`["a.b=1", "c=x"]` -> `{"a.b": "1", "c": "x"}`.
+
+    A key given twice with different values is refused for `--set`; for `--sweep` the value
+    lists are merged (`--sweep k=a --sweep k=b` is `--sweep k=a,b`).
+    """
+    out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
             raise UsageError(f"{what} expects key=value, got {item!r}")
-        out[key.strip()] = value.strip()
+        if key in out and out[key] != value:
+            if what != "--sweep":
+                raise UsageError(f"{what} {key} given twice ({out[key]!r} and {value!r}); give it once")
+            merged = [v.strip() for v in f"{out[key]},{value}".split(",") if v.strip()]
+            value = ",".join(dict.fromkeys(merged))
+        out[key] = value
     return out
 
 
@@ -163,9 +216,17 @@ def sweep_points(cfg: Any, sweeps: dict[str, str]) -> list[dict[str, str]]:
     return points
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.=,+-]+")
+
+
 def point_label(point: dict[str, str]) -> str:
-    """`{"model.norm": "bn", "train.batch_size": "8"}` -> `norm=bn,batch_size=8`."""
-    return ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in point.items())
+    """`{"model.norm": "bn", "train.batch_size": "8"}` -> `norm=bn,batch_size=8`.
+
+    The label names a directory: anything but letters, digits and `_.=,+-` becomes `_`, and a
+    leading dot is dropped, so a value such as `../../x` cannot leave the sweep's folder.
+    """
+    text = ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in point.items())
+    return _UNSAFE.sub("_", text).lstrip(".")[:120] or "point"
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

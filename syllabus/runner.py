@@ -1,19 +1,25 @@
 """Running experiments: one run, a sweep over settings, every experiment, or a resume.
 
-All configs (every sweep point, every experiment of `run all`) are built and checked
-before the first training step, so a typo fails in a second, not after an hour.
+All configs (every sweep point, every experiment of `run all`) are built and checked before
+the first training step, so a typo fails in a second, not after an hour. Declared reuse
+(`Experiment.reuses`) is resolved here: an experiment is handed an upstream run directory
+through a config key and never imports the runner or another experiment.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
-from syllabus.config import apply_overrides, from_dict, get_value, leaves, point_label, sweep_points, to_dict
+from syllabus.config import apply_overrides, get_value, leaves, point_label, sweep_points, to_dict
 from syllabus.errors import RunFailed, UsageError
-from syllabus.experiments import EXPERIMENTS, Experiment, get_experiment
-from syllabus.runs import Run, new_run_dir, read_json, timestamp, write_json
+from syllabus.experiments import EXPERIMENTS, Experiment, get_experiment, read_run_config
+from syllabus.runs import Run, check_out_dir, new_run_dir, read_json, timestamp, write_json
+
+# Settings a resumed run may change: none of them alters what the checkpoint holds.
+RESUMABLE_KEYS = ("data.num_workers", "data.dir", "data.root", "train.log_every")
 
 
 @dataclasses.dataclass
@@ -35,24 +41,46 @@ def plan(exp: Experiment, profile: str, overrides: dict[str, str], sweeps: dict[
     cfg = apply_overrides(cfg, overrides)
     points = sweep_points(cfg, sweeps) if sweeps else []
     for point in points or [{}]:
-        exp.check(apply_overrides(cfg, point))
+        exp.validate(apply_overrides(cfg, point))
     return Plan(exp, profile, cfg, points)
 
 
 def execute(p: Plan, out: Path, device: str, stamp: str | None = None) -> Path:
     """Run a plan; returns the path of its report (the comparison report for a sweep)."""
+    check_out_dir(out)
     stamp = stamp or timestamp()
+    p.cfg = resolve_reuse(p.exp, p.profile, p.cfg, out, device)
     if not p.points:
         run = Run(new_run_dir(out, p.exp.name, stamp), device)
         return run_one(p.exp, p.profile, p.cfg, run)
     return run_sweep(p, out, device, stamp)
 
 
+def resolve_reuse(exp: Experiment, profile: str, cfg: Any, out: Path, device: str) -> Any:
+    """Point each `reuses` key that is empty at an upstream run, training one first if needed."""
+    for key, upstream in exp.reuses.items():
+        if get_value(cfg, key) == "":
+            print(f"[{exp.name}] {key} is not set: running {upstream} ({profile}) first")
+            up = get_experiment(upstream)
+            report = execute(plan(up, profile, {}, {}), out, device)
+            cfg = apply_overrides(cfg, {key: str(report.parent)})
+    return cfg
+
+
 def run_one(exp: Experiment, profile: str, cfg: Any, run: Run) -> Path:
-    run.save_config(exp.name, profile, to_dict(cfg))
-    print(f"[{exp.name}] {profile} -> {run.path}")
-    exp.run(cfg, run)
-    return exp.report(run)
+    """Run one config in `run` (holding its lock); the config is written before training starts."""
+    run.lock()
+    try:
+        if run.resuming:
+            run.defer_config(exp.name, profile, to_dict(cfg))  # written once the checkpoint has loaded
+        else:
+            run.save_config(exp.name, profile, to_dict(cfg))
+        print(f"[{exp.name}] {profile} -> {run.path}")
+        exp.run(cfg, run)
+        run.flush_config()
+        return exp.report(run)
+    finally:
+        run.unlock()
 
 
 def run_sweep(p: Plan, out: Path, device: str, stamp: str) -> Path:
@@ -83,12 +111,22 @@ def compare(sweep_dir: Path) -> Path:
 
 
 def resume(run_dir: Path, overrides: dict[str, str], device: str) -> Path:
-    """Continue an interrupted run from its last checkpoint, with its saved config."""
-    saved = read_json(Path(run_dir) / "config.json")
-    exp = get_experiment(saved["experiment"])
-    cfg = apply_overrides(from_dict(exp.config_cls, saved["config"]), overrides)
-    exp.check(cfg)
-    return run_one(exp, saved["profile"], cfg, Run(Path(run_dir), device))
+    """Continue an interrupted run from its last checkpoint, with its saved config.
+
+    Only settings that do not change what the checkpoint holds may be overridden; the new
+    config is written only after the checkpoint has loaded and matched.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(f"no such run directory: {run_dir}")
+    exp, profile, cfg = read_run_config(run_dir)
+    refused = sorted(set(overrides) - set(RESUMABLE_KEYS))
+    if refused:
+        raise UsageError(f"--resume continues a run with its own settings; {', '.join(refused)} cannot change "
+                         f"(only {', '.join(RESUMABLE_KEYS)}); start a new run instead")
+    cfg = apply_overrides(cfg, overrides)
+    exp.validate(cfg)
+    return run_one(exp, profile, cfg, Run(run_dir, device, resuming=True))
 
 
 def report(run_dir: Path) -> Path:
@@ -98,8 +136,8 @@ def report(run_dir: Path) -> Path:
         raise UsageError(f"no such run directory: {run_dir}")
     if (run_dir / "sweep.json").exists():
         return compare(run_dir)
-    saved = read_json(run_dir / "config.json")
-    return get_experiment(saved["experiment"]).report(Run(run_dir))
+    exp, _, _ = read_run_config(run_dir)
+    return exp.report(Run(run_dir))
 
 
 def plan_all(profile: str, overrides: dict[str, str], seed: int | None) -> list[Plan]:
@@ -117,36 +155,32 @@ def plan_all(profile: str, overrides: dict[str, str], seed: int | None) -> list[
 
 
 def execute_all(plans: list[Plan], out: Path, device: str) -> Path:
-    """Run every plan, then write `out/index.html` linking each report."""
-    stamp, rows, done = timestamp(), [], {}
-    for p in plans:
-        if p.exp.reuses in done and get_value(p.cfg, "model.run") == "":
-            p.cfg = apply_overrides(p.cfg, {"model.run": str(done[p.exp.reuses])})
+    """Run every plan (reuse served from runs made here), then write `out/index.html`."""
+    from syllabus.report.pages import index_page
+
+    check_out_dir(out)
+    stamp, entries, done, start = timestamp(), [], {}, time.perf_counter()
+    for i, p in enumerate(plans):
+        for key, upstream in p.exp.reuses.items():
+            if upstream in done and get_value(p.cfg, key) == "":
+                p.cfg = apply_overrides(p.cfg, {key: str(done[upstream])})
+        began, entry = time.perf_counter(), {"exp": p.exp, "report": None, "error": ""}
         try:
-            path = execute(p, out, device, stamp)
-            done[p.exp.name] = path.parent
-            rows.append((p, path, _headline(p.exp, path.parent), ""))
+            entry["report"] = execute(p, out, device, stamp)
+            done[p.exp.name] = entry["report"].parent
         except RunFailed as e:
-            rows.append((p, None, {}, str(e)))
-    return write_index(Path(out), rows)
+            entry["error"] = str(e)
+        entry["seconds"] = time.perf_counter() - began
+        entries.append(entry)
+        print(_progress_line(plans, i, entry, time.perf_counter() - start))
+    return index_page(Path(out), entries, plans[0].profile if plans else "")
 
 
-def _headline(exp: Experiment, run_dir: Path) -> dict[str, Any]:
-    summary = read_json(run_dir / "summary.json")
-    return {k: summary[k] for k in exp.headline if k in summary}
-
-
-def write_index(out: Path, rows: list) -> Path:
-    """A small page over the reports of `run all`."""
-    from syllabus.report.html import Report
-
-    rep = Report("syllabus: all experiments", f"profile {rows[0][0].profile}" if rows else "")
-    rep.section("Experiments")
-    table = []
-    for p, path, headline, error in rows:
-        numbers = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in headline.items())
-        table.append({"experiment": p.exp.name, "what": p.exp.title, "status": error or "ok", "headline": numbers})
-        if path is not None:
-            rep.link(str(path.relative_to(out)), f"{p.exp.name}: report")
-    rep.table(table)
-    return rep.write(out / "index.html")
+def _progress_line(plans: list[Plan], i: int, entry: dict, elapsed: float) -> str:
+    """`[3/10] vae 95 s (ok) · 6.1 min so far, about 12 min to go`, scaled by the pace so far."""
+    spent_budget = sum(p.exp.budget_s for p in plans[:i + 1])
+    left_budget = sum(p.exp.budget_s for p in plans[i + 1:])
+    pace = elapsed / max(spent_budget, 1e-9)
+    status = "ok" if entry["report"] is not None else "failed"
+    return (f"[{i + 1}/{len(plans)}] {entry['exp'].name} {entry['seconds']:.0f} s ({status}) · "
+            f"{elapsed / 60:.1f} min so far, about {left_budget * pace / 60:.0f} min to go")

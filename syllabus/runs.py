@@ -24,6 +24,9 @@ import torch
 from syllabus.errors import UsageError
 
 
+CURRENT: Run | None = None  # the run this process holds (named when it is interrupted)
+
+
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -91,16 +94,39 @@ def timestamp() -> str:
     return _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
+def check_out_dir(out: Path) -> Path:
+    """`out` as a writable directory (created if missing), or a UsageError saying why not."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-")
+        probe.close()
+    except OSError as e:
+        raise UsageError(f"--out {out} is not a writable directory ({e.strerror})") from None
+    return out
+
+
 def new_run_dir(out: Path, experiment: str, stamp: str, suffix: str = "") -> Path:
-    """A fresh `out/<experiment>/<stamp>[-suffix]` directory (numbered if it exists)."""
+    """A fresh `out/<experiment>/<stamp>[-suffix]` directory (numbered if it exists).
+
+    Creation is atomic (`mkdir` without exist_ok), so two processes starting in the same
+    second get two directories; the path must stay inside `out`.
+    """
     name = f"{stamp}-{suffix}" if suffix else stamp
     base = Path(out) / experiment / name
+    if not base.resolve().is_relative_to(Path(out).resolve()):
+        raise UsageError(f"run directory {base} would lie outside --out {out}")
     path, k = base, 1
-    while path.exists():
-        k += 1
-        path = base.with_name(f"{name}.{k}")
-    if is_main_process():
-        path.mkdir(parents=True)
+    while is_main_process():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.mkdir()
+            break
+        except FileExistsError:
+            k += 1
+            path = base.with_name(f"{name}.{k}")
     return _same_on_every_process(path)
 
 
@@ -124,20 +150,59 @@ class Run:
         device: "auto", "cpu" or "cuda", for the training loop.
     """
 
-    def __init__(self, path: Path, device: str = "auto"):
+    def __init__(self, path: Path, device: str = "auto", resuming: bool = False):
         self.path = Path(path)
         self.device = device
+        self.resuming = resuming  # continuing an earlier run (`--resume`)
         self.plots_dir = self.path / "plots"
         self.checkpoint_dir = self.path / "checkpoints"
+        self.pending_config: dict | None = None  # written by flush_config once training may start
+        self.pending_ema: dict | None = None  # weight averages read from last.pt, for the loop core
+        self._lock = None
         if is_main_process():
             self.plots_dir.mkdir(parents=True, exist_ok=True)
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+
+    # --- exclusive use ------------------------------------------------------
+    def lock(self) -> Run:
+        """Take the run directory for this process; a second process gets a UsageError."""
+        import fcntl
+
+        global CURRENT
+        if not is_main_process() or self._lock is not None:
+            return self
+        f = open(self.path / ".lock", "a+")  # noqa: SIM115 - held open for the life of the run
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise UsageError(f"{self.path} is in use by another syllabus process; wait for it to end") from None
+        self._lock, CURRENT = f, self
+        return self
+
+    def unlock(self) -> None:
+        global CURRENT
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+        if CURRENT is self:
+            CURRENT = None
 
     # --- config and summary -------------------------------------------------
     def save_config(self, experiment: str, profile: str, config: dict) -> None:
         if is_main_process():
             data = {"experiment": experiment, "profile": profile, "config": config}
             write_json(self.path / "config.json", data)
+
+    def defer_config(self, experiment: str, profile: str, config: dict) -> None:
+        """Keep the config to write once the run's checkpoint has loaded (see `flush_config`)."""
+        self.pending_config = {"experiment": experiment, "profile": profile, "config": config}
+
+    def flush_config(self) -> None:
+        """Write a deferred config (a resumed run's, after its checkpoint loaded and matched)."""
+        if self.pending_config is not None:
+            self.save_config(**self.pending_config)
+            self.pending_config = None
 
     def read_config(self) -> dict:
         return read_json(self.path / "config.json")
@@ -172,6 +237,11 @@ class Run:
             except json.JSONDecodeError:
                 raise UsageError(f"corrupt line {i} in {self.metrics_path}") from None
         return rows
+
+    def reset_metrics(self) -> None:
+        """Start the metrics log afresh (a run that restarts from scratch)."""
+        if is_main_process():
+            self.metrics_path.unlink(missing_ok=True)
 
     def truncate_metrics(self, last_epoch: int) -> None:
         """Drop records after `last_epoch` (a resumed run rewrites them)."""

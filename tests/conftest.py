@@ -41,3 +41,63 @@ def kaggle_birds(tmp_path):
         write_jpegs(base / "train" / name, 10, colour)
         write_jpegs(base / "valid" / name, 3, colour)
     return base
+
+
+# --------------------------------------------------------------------------- exact resume
+
+TIME_KEYS = ("time", "seconds", "elapsed")
+
+
+def _comparable(obj):
+    """A summary without wall-clock values and run paths (they differ between two runs)."""
+    if isinstance(obj, dict):
+        return {k: _comparable(v) for k, v in obj.items()
+                if not any(t in k for t in TIME_KEYS) and k not in ("run_dir", "path")}
+    if isinstance(obj, list):
+        return [_comparable(v) for v in obj]
+    return obj
+
+
+def _only_run(out):
+    runs = [p for p in out.glob("*/*") if (p / "config.json").exists()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+@pytest.fixture
+def exact_resume(tmp_path, monkeypatch):
+    """`exact_resume(name, sets)`: interrupt a smoke run after its first epoch, resume it, and
+    check that summary.json and the epoch records equal those of an uninterrupted run."""
+    import json
+
+    from syllabus.cli import main
+    from syllabus.train import core
+
+    def check(name: str, sets: list[str] = (), profile: str = "smoke", ignore: tuple[str, ...] = ()):
+        args = ["run", name, "--profile", profile, "--device", "cpu"]
+        for s in sets:
+            args += ["--set", s]
+        assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+        real_end = core._end_epoch
+
+        def interrupt(record, ctx, trainer):
+            real_end(record, ctx, trainer)
+            raise KeyboardInterrupt  # killed right after the first epoch's checkpoint
+
+        monkeypatch.setattr(core, "_end_epoch", interrupt)
+        assert main([*args, "--out", str(tmp_path / "cut")]) == 130
+        monkeypatch.setattr(core, "_end_epoch", real_end)
+        cut = _only_run(tmp_path / "cut")
+        assert main(["run", "--resume", str(cut), "--device", "cpu"]) == 0
+        whole = _only_run(tmp_path / "whole")
+        a = _comparable(json.loads((whole / "summary.json").read_text()))
+        b = _comparable(json.loads((cut / "summary.json").read_text()))
+        for key in ignore:
+            a.pop(key, None), b.pop(key, None)
+        assert a == b
+        rows = [[_comparable(json.loads(line)) for line in (d / "metrics.jsonl").read_text().splitlines()]
+                for d in (whole, cut)]
+        assert rows[0] == rows[1]
+        return whole, cut
+
+    return check

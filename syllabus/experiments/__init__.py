@@ -21,40 +21,63 @@ class Experiment:
 
     Args:
         name: the command-line name.
-        title: one line for `syllabus list`.
+        title: one line for `syllabus list` and the index card.
         profiles: profile name -> config factory ("smoke", "quick", "full").
-        run: `run(cfg, run) -> summary dict`; writes checkpoints, metrics and summary.
-        reports: the module holding `single_report(run) -> report.html path`, built from
-            what the run saved, and `sweep_report(points, out_dir) -> report.html path` over
-            a sweep's points, each a (label, run dir) pair (imported when first needed).
-        check: `check(cfg)` raises UsageError before any training if the run cannot start
-            (e.g. real data missing).
-        headline: summary keys shown in sweep and index tables.
+        run: `run(cfg, run) -> summary dict`; writes checkpoints, metrics and summary.json.
+        sections: `sections(report, run)` adds the experiment's own sections to the single-run
+            page; the skeleton (`syllabus.report.pages`) adds title, headline table, curves
+            and configuration.
+        sweep_sections: `sweep_sections(report, points)` adds the experiment's own sections to
+            a sweep's comparison page (points: `Point`s with label, run dir, summary).
+        build_model: `build_model(cfg, summary) -> nn.Module`, so `load_trained` can rebuild
+            this experiment's model from any of its run directories.
+        check: `check(cfg)` raises UsageError before any training if the run cannot start.
+        headline: summary keys shown in tables and on the index card.
+        key_figure: the plot (`plots/<name>.png`) shown on the index card.
         default_sweep: the sweep `syllabus run all` uses ({key: "v1,v2,..."}).
-        reuses: in `syllabus run all`, the experiment whose run (or sweep) this one is
-            pointed at through `model.run` (e.g. Grad-CAM explains the resnet-norms sweep).
+        reuses: {config key: upstream experiment}: the runner points the key at an upstream run
+            (a given one, the one `run all` just made, or one it trains first).
+        monitors: metrics `train.monitor` may name (checked before training); empty = any.
+        budget_s: this experiment's expected share of `run all --profile quick`, in seconds.
     """
 
     name: str
     title: str
     profiles: dict[str, Callable[[], Any]]
     run: Callable[[Any, Run], dict]
-    reports: str
+    sections: Callable[[Any, Run], None]
+    sweep_sections: Callable[[Any, list], None] | None = None
+    build_model: Callable[[Any, dict], Any] | None = None
     check: Callable[[Any], None] = lambda cfg: None
     headline: list[str] = field(default_factory=list)
+    key_figure: str = ""
     default_sweep: dict[str, str] = field(default_factory=dict)
-    reuses: str = ""
+    reuses: dict[str, str] = field(default_factory=dict)
+    monitors: tuple[str, ...] = ()
+    budget_s: float = 120.0
 
     def config(self, profile: str) -> Any:
         if profile not in self.profiles:
             raise UsageError(f"unknown profile {profile!r} for {self.name}; valid: {', '.join(self.profiles)}")
         return self.profiles[profile]()
 
+    def validate(self, cfg: Any) -> None:
+        """Everything that can be known wrong before training: the monitor, then `check`."""
+        monitor = getattr(getattr(cfg, "train", None), "monitor", None)
+        if self.monitors and monitor is not None and monitor not in self.monitors:
+            raise UsageError(f"train.monitor {monitor!r} is not a metric of {self.name}; "
+                             f"valid: {', '.join(self.monitors)}")
+        self.check(cfg)
+
     def report(self, run: Run) -> Path:
-        return importlib.import_module(self.reports).single_report(run)
+        from syllabus.report.pages import single_page
+
+        return single_page(self, run)
 
     def compare(self, points: list[tuple[str, Path]], out: Path) -> Path:
-        return importlib.import_module(self.reports).sweep_report(points, out)
+        from syllabus.report.pages import sweep_page
+
+        return sweep_page(self, points, out)
 
     @property
     def config_cls(self) -> type:
@@ -72,7 +95,45 @@ def get_experiment(name: str) -> Experiment:
     return EXPERIMENTS.get(name)
 
 
+def read_run_config(run_dir: Path) -> tuple[Experiment, str, Any]:
+    """(experiment, profile, config) of a run directory, each defect one UsageError."""
+    from syllabus.config import from_dict
+    from syllabus.runs import read_json
+
+    path = Path(run_dir) / "config.json"
+    saved = read_json(path)
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+        raise UsageError(f"{path} is not a run configuration (expected an object with experiment, profile, config)")
+    if "experiment" not in saved:
+        raise UsageError(f"{path} does not say which experiment wrote it (no 'experiment' key)")
+    exp = get_experiment(str(saved["experiment"]))
+    try:
+        cfg = from_dict(exp.config_cls, saved["config"])
+    except (TypeError, UsageError) as e:
+        raise UsageError(f"{path} is not a configuration of {exp.name} ({e})") from None
+    return exp, str(saved.get("profile", "")), cfg
+
+
+def load_trained(run_dir: Path, which: str = "best") -> tuple[Any, Any, dict]:
+    """Rebuild any run's trained model: (model in eval mode, its config, its summary).
+
+    The run's saved config and its own experiment's `build_model` make the model; the loop
+    core's checkpoint (`best` or `last`) fills it. Experiments use this instead of importing
+    each other.
+    """
+    from syllabus.train.state import load_best
+
+    run = Run(Path(run_dir))
+    exp, _, cfg = read_run_config(run.path)
+    if exp.build_model is None:
+        raise UsageError(f"{exp.name} runs hold no reusable model ({run.path})")
+    summary = run.read_summary()
+    model = exp.build_model(cfg, summary)
+    load_best(run, {"model": model}, which)
+    return model.eval(), cfg, summary
+
+
 # In this order `syllabus list` shows them and `syllabus run all` runs them.
-_MODULES = ("resnet_norms", "gradcam", "vae", "gan")
+_MODULES = ("resnet_norms",)  # ported to the loop core; gradcam, vae, gan follow
 for _module in _MODULES:
     importlib.import_module(f"syllabus.experiments.{_module}")

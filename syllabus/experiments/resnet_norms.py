@@ -14,14 +14,15 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader
 
-from syllabus.classify import ClassificationTask, predict, split_report
-from syllabus.config import choice, nested
+from syllabus.classify import ClassifierTrainer, predict, split_report
+from syllabus.config import choice, nested, ranged
 from syllabus.data.images import ImageDataConfig, check_image_data, image_splits
 from syllabus.experiments import Experiment, register
+from syllabus.experiments.resnet_norms_report import report_sections, sweep_sections
 from syllabus.nn.norms import NORM_LAYERS, bin_rhos, constrain_norms_, get_norm_layer
 from syllabus.nn.resnet import ResNet
 from syllabus.runs import Run
-from syllabus.train import TrainConfig, fit, fit_summary
+from syllabus.train import TrainConfig, fit, fit_summary, load_best
 
 SPLITS = ("train", "val", "test")
 
@@ -29,8 +30,8 @@ SPLITS = ("train", "val", "test")
 @dataclass
 class ModelConfig:
     norm: str = choice("bn", NORM_LAYERS)
-    n: int = 2  # blocks per stage: depth 6n+2
-    groups: int = 8  # group count of "gn"
+    n: int = ranged(2, 1)  # blocks per stage: depth 6n+2
+    groups: int = ranged(8, 1)  # group count of "gn"
 
 
 @dataclass
@@ -67,26 +68,26 @@ def full() -> Config:
     )
 
 
-def build_model(cfg: Config, num_classes: int) -> ResNet:
+def build_model(cfg: Config, summary: dict) -> ResNet:
+    """The run's ResNet; `summary` (or {"classes": [...]}) gives the number of classes."""
     norm_layer = get_norm_layer(cfg.model.norm, num_groups=cfg.model.groups)
-    return ResNet(num_classes, n=cfg.model.n, norm_layer=norm_layer)
+    return ResNet(len(summary["classes"]), n=cfg.model.n, norm_layer=norm_layer)
 
 
 def run(cfg: Config, run: Run) -> dict:
     torch.manual_seed(cfg.seed)
-    splits, classes, split_info = image_splits(cfg.data)
-    loaders = {s: DataLoader(ds, batch_size=cfg.train.batch_size, shuffle=(s == "train"),
-                             num_workers=cfg.data.num_workers) for s, ds in splits.items()}
-    model = build_model(cfg, len(classes))
-    task = ClassificationTask(len(classes))
-    result = fit(model, loaders["train"], loaders["val"], task, cfg.train, run,
-                 seed=cfg.seed, after_step=constrain_norms_)
-    model.load_state_dict(run.load_checkpoint("best")["model"])
-    eval_loaders = {s: DataLoader(splits[s], batch_size=256, num_workers=cfg.data.num_workers) for s in SPLITS}
-    summary = evaluate_splits(model, eval_loaders, len(classes))
+    data = image_splits(cfg.data)
+    loader = lambda ds, shuffle, bs: DataLoader(ds, batch_size=bs, shuffle=shuffle, num_workers=cfg.data.num_workers)
+    model = build_model(cfg, {"classes": data.classes})
+    trainer = ClassifierTrainer(model, loader(data.eval_splits["val"], False, 256), len(data.classes),
+                                after_update=constrain_norms_)
+    result = fit(trainer, loader(data.splits["train"], True, cfg.train.batch_size), cfg.train, run, seed=cfg.seed)
+    load_best(run, {"model": model})
+    # every split scored with the evaluation transform, never on augmented images
+    summary = evaluate_splits(model, {s: loader(data.eval_splits[s], False, 256) for s in SPLITS}, len(data.classes))
     summary.update(
-        fit_summary(result, run, model), classes=classes, split_info=split_info, depth=6 * cfg.model.n + 2,
-        norm=cfg.model.norm, batch_size=cfg.train.batch_size, bin_rho=bin_rhos(model),
+        fit_summary(result, run, trainer), classes=data.classes, split_info=data.info, depth=6 * cfg.model.n + 2,
+        norm=cfg.model.norm, batch_size=cfg.train.batch_size, lr=cfg.train.lr, bin_rho=bin_rhos(model),
     )
     run.save_summary(summary)
     return summary
@@ -112,8 +113,13 @@ register(Experiment(
     title="ResNet 6n+2 with BN / IN / BIN / LN / GN / none, written from scratch",
     profiles={"smoke": smoke, "quick": quick, "full": full},
     run=run,
-    reports="syllabus.experiments.resnet_norms_report",
+    sections=report_sections,
+    sweep_sections=sweep_sections,
+    build_model=build_model,
     check=lambda cfg: check_image_data(cfg.data),
     headline=["test/accuracy", "test/micro_f1", "test/macro_f1", "val/accuracy", "time_per_epoch"],
+    key_figure="accuracy_bars",
     default_sweep={"model.norm": "bn,in,bin,ln,gn,none"},
+    monitors=("val/accuracy", "val/micro_f1", "val/macro_f1", "val/loss"),
+    budget_s=360,
 ))

@@ -61,6 +61,15 @@ summary { cursor: pointer; color: var(--accent); }
 pre { background: var(--zebra); border: 1px solid var(--line); border-radius: 4px; padding: 10px 12px;
   overflow-x: auto; font: 12.5px/1.45 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
 .empty { color: var(--muted); font-style: italic; }
+th { white-space: normal; }
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(330px, 1fr)); gap: 16px; margin: 16px 0; }
+.card { border: 1px solid var(--line); border-radius: 6px; padding: 12px 14px; min-width: 0; }
+.card h3 { margin: 0; font-size: 1.1em; }
+.card .what { color: var(--muted); font-size: 0.9em; margin: 2px 0 8px; }
+.card .badge { float: right; font-size: 0.85em; color: var(--muted); }
+.card figure { margin: 8px 0; }
+.card table { font-size: 0.8em; }
+.card th, .card td { padding: 3px 6px; }
 """
 
 # Nothing may be fetched: images only from data: URIs, styles only inline.
@@ -212,6 +221,32 @@ class Report:
         self._blocks.append(f'<p><a href="{_esc(href)}">{_esc(text)}</a></p>')
         return self
 
+    def card(self, heading: str, what: str = "", badge: str = "") -> Report:
+        """A card in a grid of cards (the index page); returns the card to add blocks to."""
+        card = Report(heading, what, self.plots_dir)
+        card._badge = badge
+        self._blocks.append(card)
+        return card
+
+    def _card_html(self) -> str:
+        badge = f'<span class="badge">{_esc(self._badge)}</span>' if getattr(self, "_badge", "") else ""
+        what = f'<p class="what">{_esc(self.subtitle)}</p>' if self.subtitle else ""
+        return f'<article class="card">{badge}<h3>{_esc(self.title)}</h3>{what}{"".join(self._blocks)}</article>'
+
+    def _body(self) -> str:
+        """Blocks joined; consecutive cards share one grid."""
+        out, cards = [], []
+        for block in [*self._blocks, None]:
+            if isinstance(block, Report):
+                cards.append(block._card_html())
+                continue
+            if cards:
+                out.append('<div class="cards">' + "".join(cards) + "</div>")
+                cards = []
+            if block is not None:
+                out.append(block)
+        return "\n".join(out)
+
     def details(self, summary: str, content: str | Mapping[str, Any] | Sequence[Any]) -> Report:
         """A collapsed block of preformatted text; dicts and lists are shown as indented JSON."""
         body = content if isinstance(content, str) else json.dumps(content, indent=2, sort_keys=True, default=str)
@@ -232,7 +267,7 @@ class Report:
             f"<title>{_esc(self.title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n"
             f"<header><h1>{_esc(self.title)}</h1>{subtitle}"
             f'<p class="generated">Generated {_esc(generated)}</p>{nav}</header>\n'
-            + "\n".join(self._blocks)
+            + self._body()
             + "\n</main>\n</body>\n</html>\n"
         )
 
