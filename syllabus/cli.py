@@ -1,4 +1,4 @@
-"""`syllabus list | run | report | data` — the command line.
+"""`syllabus list | run | report | data | score | predict` — the command line.
 
 Bad input (unknown experiment, profile, key or value; missing or corrupt data) prints
 one line and exits with status 2; a run that fails after starting exits with 1.
@@ -51,6 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("dataset")
     prep.add_argument("--download", action="store_true", help="allow downloading a real dataset")
     prep.add_argument("--set", dest="sets", action="append", default=[], metavar="data.dir=PATH")
+    chk = dsub.add_parser("check", help="run every gold program of col775 or mathqa against its answer")
+    chk.add_argument("dataset", help="col775 | mathqa")
+    chk.add_argument("--file", help="a JSON file of that format (default: the shipped COL775 splits)")
+    chk.add_argument("--json", action="store_true", help="print one JSON object")
+
+    sc = sub.add_parser("score", help="score a predictions file (records + 'predicted' programs)")
+    sc.add_argument("file")
+    sc.add_argument("--json", action="store_true", help="print one JSON object")
+    pr = sub.add_parser("predict", help="a trained math-programs run writes predictions for a JSON file")
+    pr.add_argument("run_dir")
+    pr.add_argument("--input", required=True, help="JSON list of {Problem, ...} records")
+    pr.add_argument("--beam", type=int, default=None, help="beam size (default: the run's own)")
+    pr.add_argument("--out", default=None, help="predictions file (default: print to stdout)")
+    pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     return p
 
 
@@ -99,6 +113,11 @@ def cmd_data(args) -> None:
     from syllabus.config import parse_assignments
     from syllabus.data import DATASETS, get_dataset_entry
 
+    if args.data_command == "check":
+        from syllabus.programs.commands import data_check
+
+        print(data_check(args.dataset, args.file, args.json))
+        return
     if args.data_command == "list":
         for name, entry in DATASETS.items():
             state = "present" if entry.present(None) else "missing"
@@ -128,6 +147,14 @@ def main(argv: list[str] | None = None) -> int:
             from syllabus import runner
 
             print(f"report: {runner.report(Path(args.run_dir)).resolve()}")
+        elif args.command == "score":
+            from syllabus.programs.commands import score_command
+
+            print(score_command(args.file, args.json))
+        elif args.command == "predict":
+            from syllabus.experiments.math_programs import predict_command
+
+            print(predict_command(args.run_dir, args.input, args.beam, args.out, args.device))
         else:
             cmd_data(args)
     except UsageError as e:
@@ -141,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         from syllabus import runs
 
-        where = f"syllabus run --resume {runs.CURRENT.path}" if runs.CURRENT is not None else "--resume RUN_DIR"
+        where = f"syllabus run --resume {runs.INTERRUPTED}" if runs.INTERRUPTED is not None else "--resume RUN_DIR"
         print(f"syllabus: interrupted; continue with {where}", file=sys.stderr)
         return 130
     return 0

@@ -16,6 +16,7 @@ from typing import Any
 from syllabus.config import apply_overrides, get_value, leaves, point_label, sweep_points, to_dict
 from syllabus.errors import RunFailed, UsageError
 from syllabus.experiments import EXPERIMENTS, Experiment, get_experiment, read_run_config
+from syllabus import runs
 from syllabus.runs import Run, check_out_dir, new_run_dir, read_json, timestamp, write_json
 
 # Settings a resumed run may change: none of them alters what the checkpoint holds.
@@ -40,6 +41,9 @@ def plan(exp: Experiment, profile: str, overrides: dict[str, str], sweeps: dict[
         overrides = {**overrides, "seed": str(seed)}
     cfg = apply_overrides(cfg, overrides)
     points = sweep_points(cfg, sweeps) if sweeps else []
+    for key, upstream in exp.reuses.items():
+        if get_value(cfg, key) == "":
+            upstream_plan(exp, profile, cfg, upstream)  # validated now; trained when this plan runs
     for point in points or [{}]:
         exp.validate(apply_overrides(cfg, point))
     return Plan(exp, profile, cfg, points)
@@ -56,13 +60,23 @@ def execute(p: Plan, out: Path, device: str, stamp: str | None = None) -> Path:
     return run_sweep(p, out, device, stamp)
 
 
+def upstream_plan(exp: Experiment, profile: str, cfg: Any, upstream: str) -> Plan:
+    """The upstream run to train first, with the same profile; settings this run changed from its
+    profile that the upstream also has (`data.root`, `seed`, ...) are handed on."""
+    up = get_experiment(upstream)
+    defaults, up_keys = exp.config(profile), leaves(up.config(profile))
+    text = lambda v: ",".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v)
+    shared = {k: text(get_value(cfg, k)) for k in leaves(cfg)
+              if k in up_keys and get_value(cfg, k) != get_value(defaults, k)}
+    return plan(up, profile, shared, {})
+
+
 def resolve_reuse(exp: Experiment, profile: str, cfg: Any, out: Path, device: str) -> Any:
     """Point each `reuses` key that is empty at an upstream run, training one first if needed."""
     for key, upstream in exp.reuses.items():
         if get_value(cfg, key) == "":
             print(f"[{exp.name}] {key} is not set: running {upstream} ({profile}) first")
-            up = get_experiment(upstream)
-            report = execute(plan(up, profile, {}, {}), out, device)
+            report = execute(upstream_plan(exp, profile, cfg, upstream), out, device)
             cfg = apply_overrides(cfg, {key: str(report.parent)})
     return cfg
 
@@ -79,6 +93,9 @@ def run_one(exp: Experiment, profile: str, cfg: Any, run: Run) -> Path:
         exp.run(cfg, run)
         run.flush_config()
         return exp.report(run)
+    except KeyboardInterrupt:
+        runs.INTERRUPTED = run.path  # named by the command line's message
+        raise
     finally:
         run.unlock()
 

@@ -23,8 +23,7 @@ import torch
 
 from syllabus.errors import UsageError
 
-
-CURRENT: Run | None = None  # the run this process holds (named when it is interrupted)
+INTERRUPTED: Path | None = None  # the run a Ctrl-C stopped, named in the message
 
 
 def is_main_process() -> bool:
@@ -46,6 +45,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """`np.savez_compressed` of `arrays`, written atomically."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def _json_default(obj: Any) -> Any:
@@ -168,7 +178,6 @@ class Run:
         """Take the run directory for this process; a second process gets a UsageError."""
         import fcntl
 
-        global CURRENT
         if not is_main_process() or self._lock is not None:
             return self
         f = open(self.path / ".lock", "a+")  # noqa: SIM115 - held open for the life of the run
@@ -177,16 +186,13 @@ class Run:
         except BlockingIOError:
             f.close()
             raise UsageError(f"{self.path} is in use by another syllabus process; wait for it to end") from None
-        self._lock, CURRENT = f, self
+        self._lock = f
         return self
 
     def unlock(self) -> None:
-        global CURRENT
         if self._lock is not None:
             self._lock.close()
             self._lock = None
-        if CURRENT is self:
-            CURRENT = None
 
     # --- config and summary -------------------------------------------------
     def save_config(self, experiment: str, profile: str, config: dict) -> None:

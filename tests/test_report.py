@@ -33,12 +33,17 @@ PLOTS = {
 
 @pytest.mark.parametrize("make", PLOTS.values(), ids=PLOTS.keys())
 def test_every_plot_draws_a_figure_that_saves_as_png(make, tmp_path):
+    from PIL import Image
+
     fig = make()
     assert isinstance(fig, Figure)
+    drawn = sum(len(ax.lines) + len(ax.patches) + len(ax.images) + len(ax.collections) for ax in fig.axes)
+    assert drawn > 0  # something was drawn, not only empty axes
+    width, height = (fig.get_size_inches() * plots.DPI).round().astype(int)
     path = plots.save_figure(fig, tmp_path / "sub" / "plot.png")
-    assert path == tmp_path / "sub" / "plot.png"
-    assert path.read_bytes().startswith(PNG_SIGNATURE)
-    assert path.stat().st_size > 1000
+    assert path == tmp_path / "sub" / "plot.png" and path.read_bytes().startswith(PNG_SIGNATURE)
+    pixels = np.asarray(Image.open(path).convert("L"))
+    assert pixels.shape == (height, width) and pixels.std() > 5  # the figure's size, not a blank page
 
 
 def test_curves_skip_rows_lacking_the_key():

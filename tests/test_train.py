@@ -1,7 +1,6 @@
 """The loop core: logging, checkpoints, exact resume, guards, early stopping, groups, EMA, schedules."""
 
 import json
-import math
 
 import pytest
 import torch

@@ -29,7 +29,8 @@ class ImageDataConfig:
     n_train: int = ranged(4000, 1)  # shapes only
     n_val: int = ranged(1000, 1)  # shapes only
     n_test: int = ranged(1000, 1)  # shapes only
-    test_fraction: float = ranged(0.1, 0, 1, lo_open=True, hi_open=True)  # birds: test split carved from train when absent
+    # birds: share of train carved off as test when the layout has no test split
+    test_fraction: float = ranged(0.1, 0, 1, lo_open=True, hi_open=True)
     augment: bool = False  # random flips (shapes) / random resized crops (birds)
     num_workers: int = ranged(0, 0)
     seed: int = 0  # generation seed of embedded sets, split seed of real ones

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from syllabus.errors import UsageError
+
 ENV_VAR = "SYLLABUS_DATA"
 DEFAULT_DIR = Path("~/.cache/syllabus")
 
@@ -19,5 +21,11 @@ def data_dir(override: str | None = None) -> Path:
         ``override``, else ``$SYLLABUS_DATA``, else ``~/.cache/syllabus`` (user-expanded;
         not created here).
     """
-    chosen = override or os.environ.get(ENV_VAR) or DEFAULT_DIR
-    return Path(chosen).expanduser()
+    chosen = Path(override or os.environ.get(ENV_VAR) or DEFAULT_DIR).expanduser()
+    for path in (chosen, *chosen.parents):
+        if path.exists():
+            if not path.is_dir():
+                key = "data.dir" if override else ENV_VAR
+                raise UsageError(f"the data directory {chosen} ({key}) is not a directory: {path} is a file")
+            break
+    return chosen

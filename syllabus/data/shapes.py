@@ -15,8 +15,6 @@ seeds derived from the run seed, so they do not overlap.
 from __future__ import annotations
 
 import functools
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from torch.utils.data import Dataset
 
 from syllabus.data.paths import data_dir
 from syllabus.errors import UsageError
+from syllabus.runs import save_npz
 
 SHAPE_CLASSES = (
     "circle", "square", "triangle", "diamond", "star", "cross",
@@ -279,18 +278,6 @@ def cache_path(split: str, size: int, count: int, seed: int, root: Path) -> Path
     return Path(root) / "shapes" / f"v{GENERATOR_VERSION}" / f"{split}-{size}px-{count}-seed{seed}.npz"
 
 
-def _write_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _read_cache(path: Path) -> dict[str, np.ndarray]:
     keys = ("images", "masks", "labels", "classes")
     try:
@@ -324,7 +311,7 @@ def load_shapes_split(split: str, size: int, count: int, seed: int, root: Path) 
     if path.exists():
         return _read_cache(path)
     arrays = generate_shapes(count, size, split_seed(seed, split))
-    _write_atomic(path, arrays)
+    save_npz(path, arrays)
     return arrays
 
 

@@ -2,9 +2,9 @@
 
 The classifier is `--set model.run=<resnet-norms run>` (its `best.pt` and config), or the
 variant with the best validation accuracy of a `resnet-norms` sweep directory; with no run
-given, a `resnet-norms` run of the profile `model.profile` (by default the same name as this
-one) is trained first under the same `--out` root. Grad-CAM explains the class `explain.target`
-(the true class, as the assignment asks; `pred`; or a class name) at `explain.layers` (default:
+given, the runner trains a `resnet-norms` run of the same profile first under the same `--out`
+root (declared reuse: this module imports neither the runner nor resnet-norms). Grad-CAM
+explains the class `explain.target` (the true class, as the assignment asks; `pred`; or a class name) at `explain.layers` (default:
 the 2n convolutions of the last stage, at 1/4 of the input resolution, their maps averaged).
 
 For each chosen class it draws K correctly and K wrongly classified validation images with
@@ -17,19 +17,21 @@ variant is scored the same way and their maps are drawn side by side for the sam
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
 from syllabus.classify import predict
-from syllabus.config import choice, from_dict, nested
+from syllabus.config import nested, ranged
 from syllabus.data.images import ImageDataConfig, check_image_data, image_splits
 from syllabus.errors import UsageError
-from syllabus.experiments import PROFILES, Experiment, get_experiment, register
-from syllabus.experiments import resnet_norms as rn
+from syllabus.experiments import Experiment, get_experiment, load_trained, read_run_config, register
+from syllabus.experiments.gradcam_report import report_sections
 from syllabus.explain.gradcam import GradCAM, last_stage_convs, resolve_layers
 from syllabus.metrics.localization import (
     baseline_scores,
@@ -38,8 +40,10 @@ from syllabus.metrics.localization import (
     localization_scores,
     mean_and_halfwidth,
 )
-from syllabus.runs import Run, load_checkpoint, read_json
+from syllabus.runs import Run, read_json
 from syllabus.train import make_accelerator, seed_everything
+
+UPSTREAM = "resnet-norms"  # the experiment whose classifiers are explained
 
 # The assignment's seven species (Indian Birds); matched to folder names loosely (see `match_classes`).
 BIRD_CLASSES = ("Cattle Egret", "Coppersmith Barbet", "Indian Peacock", "Red Wattled Lapwing",
@@ -49,8 +53,7 @@ EXPLANATIONS = "explanations.npz"
 
 @dataclass
 class ModelConfig:
-    run: str = ""  # a resnet-norms run or sweep directory; empty: train one first
-    profile: str = choice("quick", PROFILES)  # resnet-norms profile trained when `run` is empty
+    run: str = ""  # a resnet-norms run or sweep directory; empty: the runner trains one first
 
 
 @dataclass
@@ -63,11 +66,11 @@ class DataConfig:
 class ExplainConfig:
     layers: tuple[str, ...] = ()  # module names; empty: the convolutions of the last stage
     classes: tuple[str, ...] = ()  # class names to draw; empty: every class
-    per_class: int = 5  # K correct and K wrong validation images per class
+    per_class: int = ranged(5, 1)  # K correct and K wrong validation images per class
     target: str = "true"  # the class explained: true, pred, or a class name
-    batch_size: int = 128
-    gaussian_sigma: float = 0.25  # of the centred-Gaussian baseline, as a fraction of the side
-    compare_per_class: int = 1  # images per class in the side-by-side of a sweep's variants
+    batch_size: int = ranged(128, 1)
+    gaussian_sigma: float = ranged(0.25, 0, lo_open=True)  # centred-Gaussian baseline, fraction of the side
+    compare_per_class: int = ranged(1, 1)  # images per class in the side-by-side of a sweep's variants
 
 
 @dataclass
@@ -79,18 +82,16 @@ class Config:
 
 
 def smoke() -> Config:
-    return Config(model=ModelConfig(profile="smoke"),
-                  explain=ExplainConfig(classes=("circle", "square"), per_class=2, batch_size=64))
+    return Config(explain=ExplainConfig(classes=("circle", "square"), per_class=2, batch_size=64))
 
 
 def quick() -> Config:
-    return Config(model=ModelConfig(profile="quick"), explain=ExplainConfig(per_class=5))
+    return Config(explain=ExplainConfig(per_class=5))
 
 
 def full() -> Config:
     """The assignment: the seven species, five correct and five wrong images each."""
-    return Config(model=ModelConfig(profile="full"),
-                  explain=ExplainConfig(classes=BIRD_CLASSES, per_class=5, batch_size=32))
+    return Config(explain=ExplainConfig(classes=BIRD_CLASSES, per_class=5, batch_size=32))
 
 
 # --- the classifier(s) to explain ---------------------------------------------------------
@@ -102,30 +103,26 @@ class Classifier:
 
     label: str  # the sweep point ("norm=gn"), or "" for a single run
     path: Path
-    config: rn.Config
+    config: Any  # the run's resnet-norms config
     classes: list[str]
     val_accuracy: float
 
     def build(self) -> torch.nn.Module:
-        return rn.build_model(self.config, len(self.classes))
+        return get_experiment(UPSTREAM).build_model(self.config, {"classes": self.classes})
 
     def load(self, device: torch.device) -> torch.nn.Module:
-        model = self.build()
-        model.load_state_dict(load_checkpoint(self.path / "checkpoints" / "best.pt")["model"])
-        return model.to(device).eval()
+        return load_trained(self.path)[0].to(device)
 
 
 def load_classifier(path: Path, label: str = "") -> Classifier:
     """A resnet-norms run directory as a Classifier; UsageError naming what is missing."""
-    saved = read_json(path / "config.json")
-    if saved.get("experiment") != "resnet-norms":
-        raise UsageError(f"model.run: {path} is a {saved.get('experiment')!r} run; gradcam explains "
-                         "resnet-norms runs")
+    exp, _, config = read_run_config(path)
+    if exp.name != UPSTREAM:
+        raise UsageError(f"model.run: {path} is a {exp.name!r} run; gradcam explains {UPSTREAM} runs")
     if not (path / "checkpoints" / "best.pt").is_file():
         raise UsageError(f"model.run: {path} has no checkpoints/best.pt (did the run finish?)")
     summary = read_json(path / "summary.json")
-    return Classifier(label, path, from_dict(rn.Config, saved["config"]), list(summary["classes"]),
-                      float(summary["val/accuracy"]))
+    return Classifier(label, path, config, list(summary["classes"]), float(summary["val/accuracy"]))
 
 
 def _point_dir(sweep: Path, recorded: str) -> Path:
@@ -142,8 +139,8 @@ def find_classifiers(run_dir: str) -> tuple[list[Classifier], bool]:
     if not (path / "sweep.json").exists():
         return [load_classifier(path)], False
     info = read_json(path / "sweep.json")
-    if info.get("experiment") != "resnet-norms":
-        raise UsageError(f"model.run: {path} is a sweep of {info.get('experiment')!r}, not resnet-norms")
+    if info.get("experiment") != UPSTREAM:
+        raise UsageError(f"model.run: {path} is a sweep of {info.get('experiment')!r}, not {UPSTREAM}")
     points = [load_classifier(_point_dir(path, p["dir"]), p["label"]) for p in info["points"] if p["status"] == "ok"]
     if not points:
         raise UsageError(f"model.run: the sweep {path} has no finished points")
@@ -153,22 +150,6 @@ def find_classifiers(run_dir: str) -> tuple[list[Classifier], bool]:
 def best_classifier(classifiers: list[Classifier]) -> Classifier:
     """The one with the best validation accuracy (the first on a tie)."""
     return max(classifiers, key=lambda c: c.val_accuracy)
-
-
-def _training_plan(cfg: Config):
-    """The resnet-norms run to train first (validated now, so a typo fails before anything runs)."""
-    from syllabus import runner
-
-    overrides = {f"data.{k}": v for k, v in (("root", cfg.data.root), ("dir", cfg.data.dir)) if v}
-    return runner.plan(get_experiment("resnet-norms"), cfg.model.profile, overrides, {}, seed=cfg.seed)
-
-
-def train_classifier(cfg: Config, run: Run) -> Path:
-    """Train the resnet-norms run under the same --out root; returns its directory."""
-    from syllabus import runner
-
-    out_root = run.path.parent.parent  # <out>/gradcam/<stamp>
-    return runner.execute(_training_plan(cfg), out_root, run.device).parent
 
 
 def data_config(classifier_data: ImageDataConfig, cfg: Config) -> ImageDataConfig:
@@ -219,8 +200,9 @@ def layers_for(model: torch.nn.Module, cfg: Config) -> list[str]:
     return names
 
 
-def _dataset_classes(data: ImageDataConfig) -> list[str]:
-    """Class names of the dataset before any classifier exists (shapes, or birds' folders)."""
+def _dataset_classes(cfg: Config) -> list[str]:
+    """Class names of the dataset before any classifier exists (shapes, or birds' folders under data.root)."""
+    data = ImageDataConfig(name="birds" if cfg.data.root else "shapes", root=cfg.data.root, dir=cfg.data.dir)
     if data.name == "shapes":
         from syllabus.data.shapes import SHAPE_CLASSES
 
@@ -236,19 +218,14 @@ def _dataset_classes(data: ImageDataConfig) -> list[str]:
 
 def check(cfg: Config) -> None:
     """Everything that can be wrong, before training or loading anything heavy."""
-    for key, value in (("per_class", cfg.explain.per_class), ("batch_size", cfg.explain.batch_size)):
-        if value < 1:
-            raise UsageError(f"explain.{key} must be >= 1, got {value}")
     if cfg.model.run:
         classifiers, _ = find_classifiers(cfg.model.run)
         check_image_data(data_config(best_classifier(classifiers).config.data, cfg))
-        models, classes = [c.build() for c in classifiers], best_classifier(classifiers).classes
-    else:
-        rn_cfg = _training_plan(cfg).cfg
-        classes = _dataset_classes(rn_cfg.data)
-        models = [rn.build_model(rn_cfg, len(classes))]
-    for model in models:
-        layers_for(model, cfg)
+        classes = best_classifier(classifiers).classes
+        for c in classifiers:
+            layers_for(c.build(), cfg)
+    else:  # the runner validates and trains the resnet-norms run first; layers are checked on its model
+        classes = _dataset_classes(cfg)
     match_classes(cfg.explain.classes, classes)
     target_class(cfg.explain.target, classes)
 
@@ -258,35 +235,28 @@ def check(cfg: Config) -> None:
 
 @dataclass
 class ValData:
-    """The validation split as the classifier saw it, plus what the report needs."""
+    """The validation split as the classifier saw it (evaluation transform), through the image API."""
 
-    dataset: torch.utils.data.Dataset
+    dataset: torch.utils.data.Dataset  # items (image, label) or, with masks, (image, label, mask)
     num_workers: int
-    raw: np.ndarray | None = None  # (N, H, W, 3) uint8 images before normalisation (shapes)
+    unnormalize: Callable[[torch.Tensor], torch.Tensor]
     masks: np.ndarray | None = None  # (N, H, W) bool object masks (shapes)
 
     def display(self, indices: np.ndarray) -> np.ndarray:
         """Images for the eye. (M, H, W, 3) uint8."""
-        if self.raw is not None or len(indices) == 0:
-            return self.raw[indices] if self.raw is not None else np.zeros((0, 1, 1, 3), np.uint8)
-        from syllabus.data.birds import IMAGENET_MEAN, IMAGENET_STD
-
-        x = torch.stack([self.dataset[int(i)][0] for i in indices])  # (M, 3, H, W), normalised
-        x = x * torch.tensor(IMAGENET_STD)[:, None, None] + torch.tensor(IMAGENET_MEAN)[:, None, None]
-        return (x.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+        if len(indices) == 0:
+            return np.zeros((0, 1, 1, 3), np.uint8)
+        x = self.unnormalize(torch.stack([self.dataset[int(i)][0] for i in indices]))  # (M, 3, H, W) in [0, 1]
+        return (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
 
 
 def load_val(data: ImageDataConfig) -> ValData:
-    """The val split; for shapes also its raw images and masks, read through the same cache
-    (`load_shapes_split` with the same settings returns the arrays behind the dataset)."""
-    splits, _, _ = image_splits(data)
-    val = ValData(splits["val"], data.num_workers)
-    if data.name == "shapes":
-        from syllabus.data.paths import data_dir
-        from syllabus.data.shapes import load_shapes_split
-
-        arrays = load_shapes_split("val", data.image_size, data.n_val, data.seed, data_dir(data.dir or None))
-        val.raw, val.masks = arrays["images"], arrays["masks"]
+    """The val split; on shapes with its object masks (one read of the split)."""
+    with_masks = data.name == "shapes"
+    splits = image_splits(data, with_masks=with_masks)
+    val = ValData(splits.eval_splits["val"], data.num_workers, splits.unnormalize)
+    if with_masks:
+        val.masks = np.stack([item[2].numpy() for item in val.dataset]).astype(bool)  # (N, H, W)
     return val
 
 
@@ -422,11 +392,11 @@ def headline(rows: list[dict]) -> dict[str, float]:
 # --- the run --------------------------------------------------------------------------------------
 
 
-def _source(cfg: Config, run: Run) -> tuple[list[Classifier], str]:
-    if cfg.model.run:
-        classifiers, is_sweep = find_classifiers(cfg.model.run)
-        return classifiers, "sweep, variant with the best val accuracy" if is_sweep else "given run"
-    return [load_classifier(train_classifier(cfg, run))], "trained here (no model.run given)"
+def _source(cfg: Config) -> tuple[list[Classifier], str]:
+    if not cfg.model.run:
+        raise UsageError("model.run is empty: give a resnet-norms run or sweep directory")
+    classifiers, is_sweep = find_classifiers(cfg.model.run)
+    return classifiers, "sweep, variant with the best val accuracy" if is_sweep else "given run"
 
 
 @dataclass
@@ -463,7 +433,7 @@ def _chosen(e: Explained, indices: np.ndarray) -> dict[str, np.ndarray]:
 
 def run(cfg: Config, run: Run) -> dict:
     seed_everything(cfg.seed)
-    classifiers, how = _source(cfg, run)
+    classifiers, how = _source(cfg)
     best = best_classifier(classifiers)
     device = make_accelerator(run.device).device
     val = load_val(data_config(best.config.data, cfg))
@@ -533,9 +503,11 @@ register(Experiment(
     title="Grad-CAM on a trained resnet-norms classifier: overlays and measured localisation",
     profiles={"smoke": smoke, "quick": quick, "full": full},
     run=run,
-    reports="syllabus.experiments.gradcam_report",
+    sections=report_sections,
     check=check,
-    reuses="resnet-norms",  # `run all` points model.run at the resnet-norms sweep it just ran
+    reuses={"model.run": UPSTREAM},  # the runner hands over a resnet-norms run or sweep (trains one if none)
+    key_figure="localisation",
+    budget_s=30,
     headline=["val/accuracy", "loc/correct/energy", "loc/correct/pointing", "loc/correct/uniform_energy",
               "loc/correct/gaussian_energy", "loc/wrong/energy"],
 ))

@@ -6,7 +6,6 @@ Everything is read back from the run directory (`summary.json`, `explanations.np
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import textwrap
@@ -191,7 +190,7 @@ def _localisation_section(rep: Report, summary: dict) -> None:
     correct = [r for r in rows if r["class"] != "all" and r["prediction"] == "correct"]
     rep.figure(plots.plot_grouped_bars({r["class"]: {METHOD_NAMES[m]: r[f"{m} energy"] for m in METHOD_NAMES}
                                         for r in correct}, title="Energy in mask per class (correct images)",
-                                       ylabel="share of the map's mass"), "energy_per_class")
+                                       ylabel="share of the map's mass"), "localisation")
     rep.section("Localisation per class")
     rep.table([r for r in rows if r["class"] != "all" and r["n"]], columns=["class", *cols], floatfmt="{:.3f}")
 
@@ -233,12 +232,10 @@ def _variants_section(rep: Report, summary: dict, arrays: dict, per_class: int) 
                            "and prediction.")
 
 
-def single_report(run: Run) -> Path:
-    saved, summary = run.read_config(), run.read_summary()
+def report_sections(rep: Report, run: Run) -> None:
+    summary, saved = run.read_summary(), run.read_config()
     with np.load(run.path / "explanations.npz") as f:
         arrays = {k: f[k] for k in f.files}
-    rep = Report("gradcam: Grad-CAM of a resnet-norms classifier",
-                 f"profile {saved['profile']} · {summary['dataset']} · {run.path}", plots_dir=run.plots_dir)
     rep.section("The classifier")
     variant = f", variant {summary['variant']}" if summary["variant"] else ""
     rep.text(f"{summary['explained_run']} ({summary['explained_from']}{variant}); validation accuracy "
@@ -252,25 +249,3 @@ def single_report(run: Run) -> Path:
     _grids_section(rep, summary, arrays)
     if summary.get("variants"):
         _variants_section(rep, summary, arrays, saved["config"]["explain"]["compare_per_class"])
-    rep.section("Configuration")
-    rep.details("config.json", json.dumps(saved, indent=2))
-    return rep.write(run.path / "report.html")
-
-
-def sweep_report(points: list[tuple[str, Path]], out: Path) -> Path:
-    """A `--sweep` over gradcam settings (layers, target...): the headline numbers side by side."""
-    from syllabus.runs import read_json, write_json
-
-    keys = ["val/accuracy", "loc/correct/energy", "loc/correct/pointing", "loc/wrong/energy", "loc/wrong/pointing"]
-    rows = []
-    for label, d in points:
-        s = read_json(d / "summary.json")
-        rows.append({"run": label, "layers": ", ".join(s["layers"]), "target": s["target"],
-                     **{k: s[k] for k in keys if k in s}})
-    rep = Report("gradcam: comparison", f"{len(points)} runs · {out}")
-    rep.section("Localisation of each setting")
-    rep.table(rows, floatfmt="{:.3f}", highlight_best={k: "max" for k in keys[1:3]})
-    for label, d in points:
-        rep.link(os.path.relpath(d / "report.html", out), f"report of {label}")
-    write_json(Path(out) / "summary.json", {"points": rows})
-    return rep.write(Path(out) / "report.html")

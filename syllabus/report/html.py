@@ -15,9 +15,7 @@ import base64
 import html
 import json
 import math
-import os
 import re
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +25,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from syllabus.report.plots import is_number, save_figure
+from syllabus.runs import atomic_write_text
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -105,24 +104,6 @@ def png_data_uri(png: bytes) -> str:
     if not png.startswith(PNG_SIGNATURE):
         raise ValueError("not a PNG image")
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to a temporary file in the same folder, then ``os.replace`` it.
-
-    Readers never see a half-written page; the file gets the usual umask permissions.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 class Report:
@@ -273,4 +254,4 @@ class Report:
 
     def write(self, path: str | Path) -> Path:
         """Write the page to ``path`` atomically (temporary file, then ``os.replace``)."""
-        return write_text_atomic(path, self.render())
+        return atomic_write_text(path, self.render())
