@@ -42,31 +42,33 @@ class ClassifierTrainer(Trainer):
         return {"loss": loss.item(), "accuracy": (logits.argmax(1) == y).float().mean().item()}
 
     def evaluate(self, ctx: StepContext) -> dict[str, float]:
-        out = predict(self.model, self.val_loader, ctx.accelerator)
+        out = predict(self.model, ctx.prepare_eval(self.val_loader), ctx.accelerator)
         return {"loss": out["loss"], **classification_metrics(out["true"], out["pred"], self.num_classes)}
 
 
 @torch.no_grad()
 def predict(model: nn.Module, loader: Iterable, accelerator: Any = None) -> dict[str, Any]:
-    """Labels, predictions, softmax probabilities and mean loss of `model` over `loader`."""
+    """Labels, predictions, softmax probabilities and mean loss of `model` over `loader`.
+
+    With an `accelerator`, each process's results are gathered (a sharded loader gives every
+    image once).
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    trues, probs, loss_sum, n = [], [], 0.0, 0
+    trues, probs, losses = [], [], []
     for batch in loader:
         x, y = batch[0].to(device), batch[1].to(device)
-        logits = model(x)  # (B, K)
-        loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
-        p = logits.float().softmax(1)
+        logits = model(x).float()  # (B, K)
+        out = (logits.softmax(1), y, F.cross_entropy(logits, y, reduction="none"))  # (B, K), (B,), (B,)
         if accelerator is not None:
-            p, y = accelerator.gather_for_metrics((p, y))
-        probs.append(p.cpu())
-        trues.append(y.cpu())
-        n += len(batch[1])
+            out = accelerator.gather_for_metrics(out)
+        for store, value in zip((probs, trues, losses), out):
+            store.append(value.cpu())
     model.train(was_training)
     prob = torch.cat(probs).numpy()  # (N, K)
     return {"true": torch.cat(trues).numpy(), "pred": prob.argmax(1), "prob": prob,
-            "loss": loss_sum / max(n, 1)}
+            "loss": float(torch.cat(losses).mean()) if losses else float("nan")}
 
 
 def split_report(true: np.ndarray, pred: np.ndarray, num_classes: int) -> dict[str, Any]:

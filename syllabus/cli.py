@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from syllabus.errors import RunFailed, UsageError
+from syllabus.runs import is_main_process
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--launcher", default=None, metavar="{local,submitit-local,slurm}",
+                   help="where sweep points run: here (local, the default), or one submitit job each")
 
     rep = sub.add_parser("report", help="re-render a run's (or a sweep's) report")
     rep.add_argument("run_dir")
@@ -95,18 +98,20 @@ def cmd_run(args) -> None:
     if args.resume:
         if args.sweeps:
             raise UsageError("--resume continues one run; it takes no --sweep")
-        path = runner.resume(Path(args.resume), sets, args.device)
+        path = runner.resume(Path(args.resume), sets, args.device, args.launcher)
     elif not args.name:
         raise UsageError("run needs an experiment name, 'all', or --resume RUN_DIR")
     elif args.name == "all":
-        if sweeps:
-            raise UsageError("run all uses each experiment's own sweep; --sweep needs one experiment")
+        if sweeps or args.launcher not in (None, "local"):
+            raise UsageError("run all uses each experiment's own sweep, here; --sweep and --launcher need one "
+                             "experiment")
         plans = runner.plan_all(args.profile, sets, None)
         path = runner.execute_all(plans, Path(args.out), args.device)
     else:
-        p = runner.plan(get_experiment(args.name), args.profile, sets, sweeps)
+        p = runner.plan(get_experiment(args.name), args.profile, sets, sweeps, launcher=args.launcher or "local")
         path = runner.execute(p, Path(args.out), args.device)
-    print(f"report: {path.resolve()}")
+    if is_main_process():
+        print(f"report: {path.resolve()}")
 
 
 def cmd_data(args) -> None:

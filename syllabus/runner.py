@@ -13,11 +13,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from syllabus.config import apply_overrides, get_value, leaves, point_label, sweep_points, to_dict
+from syllabus import runs
+from syllabus.config import apply_overrides, from_dict, get_value, leaves, point_label, sweep_points, to_dict
 from syllabus.errors import RunFailed, UsageError
 from syllabus.experiments import EXPERIMENTS, Experiment, get_experiment, read_run_config
-from syllabus import runs
-from syllabus.runs import Run, check_out_dir, new_run_dir, read_json, timestamp, write_json
+from syllabus.launch import PointJob, check_launcher, job_state, submit
+from syllabus.options import PREFIXES as OPTION_PREFIXES
+from syllabus.options import RunOptions, apply_options, options_dict, split_options
+from syllabus.runs import Run, check_out_dir, is_main_process, new_run_dir, read_json, timestamp, write_json
 
 # Settings a resumed run may change: none of them alters what the checkpoint holds.
 RESUMABLE_KEYS = ("data.num_workers", "data.dir", "data.root", "train.log_every")
@@ -31,11 +34,21 @@ class Plan:
     profile: str
     cfg: Any
     points: list[dict[str, str]]
+    options: RunOptions = dataclasses.field(default_factory=RunOptions)
+    launcher: str = "local"
 
 
 def plan(exp: Experiment, profile: str, overrides: dict[str, str], sweeps: dict[str, str],
-         seed: int | None = None) -> Plan:
-    """Build and validate the config (and every sweep point) without running anything."""
+         seed: int | None = None, launcher: str = "local") -> Plan:
+    """Build and validate the config (and every sweep point) without running anything.
+
+    `log.*` and `launcher.*` keys are run options (`syllabus.options`), not the experiment's.
+    """
+    overrides, options = split_options(overrides)
+    check_launcher(launcher)
+    if launcher != "local" and not sweeps:
+        raise UsageError(f"--launcher {launcher} submits the points of a --sweep; for one run use e.g. "
+                         "--sweep seed=0")
     cfg = exp.config(profile)
     if seed is not None:
         overrides = {**overrides, "seed": str(seed)}
@@ -46,7 +59,7 @@ def plan(exp: Experiment, profile: str, overrides: dict[str, str], sweeps: dict[
             upstream_plan(exp, profile, cfg, upstream)  # validated now; trained when this plan runs
     for point in points or [{}]:
         exp.validate(apply_overrides(cfg, point))
-    return Plan(exp, profile, cfg, points)
+    return Plan(exp, profile, cfg, points, options, launcher)
 
 
 def execute(p: Plan, out: Path, device: str, stamp: str | None = None) -> Path:
@@ -55,8 +68,8 @@ def execute(p: Plan, out: Path, device: str, stamp: str | None = None) -> Path:
     stamp = stamp or timestamp()
     p.cfg = resolve_reuse(p.exp, p.profile, p.cfg, out, device)
     if not p.points:
-        run = Run(new_run_dir(out, p.exp.name, stamp), device)
-        return run_one(p.exp, p.profile, p.cfg, run)
+        run = Run(new_run_dir(out, p.exp.name, stamp), device, tensorboard=p.options.log.tensorboard)
+        return run_one(p.exp, p.profile, p.cfg, run, options_dict(p.options))
     return run_sweep(p, out, device, stamp)
 
 
@@ -81,18 +94,19 @@ def resolve_reuse(exp: Experiment, profile: str, cfg: Any, out: Path, device: st
     return cfg
 
 
-def run_one(exp: Experiment, profile: str, cfg: Any, run: Run) -> Path:
+def run_one(exp: Experiment, profile: str, cfg: Any, run: Run, options: dict | None = None) -> Path:
     """Run one config in `run` (holding its lock); the config is written before training starts."""
     run.lock()
     try:
         if run.resuming:
-            run.defer_config(exp.name, profile, to_dict(cfg))  # written once the checkpoint has loaded
+            run.defer_config(exp.name, profile, to_dict(cfg), options)  # written once the checkpoint has loaded
         else:
-            run.save_config(exp.name, profile, to_dict(cfg))
-        print(f"[{exp.name}] {profile} -> {run.path}")
+            run.save_config(exp.name, profile, to_dict(cfg), options)
+        if is_main_process():
+            print(f"[{exp.name}] {profile} -> {run.path}")
         exp.run(cfg, run)
         run.flush_config()
-        return exp.report(run)
+        return exp.report(run) if is_main_process() else run.path / "report.html"
     except KeyboardInterrupt:
         runs.INTERRUPTED = run.path  # named by the command line's message
         raise
@@ -102,32 +116,71 @@ def run_one(exp: Experiment, profile: str, cfg: Any, run: Run) -> Path:
 
 def run_sweep(p: Plan, out: Path, device: str, stamp: str) -> Path:
     sweep_dir = new_run_dir(out, p.exp.name, stamp, "sweep")
-    entries = []
-    for point in p.points:
-        label = point_label(point)
-        run = Run(new_run_dir(out, p.exp.name, stamp, label), device)
-        entry = {"label": label, "overrides": point, "dir": str(run.path), "status": "ok"}
+    entries = [{"label": point_label(point), "overrides": point, "status": "pending",
+                "dir": str(new_run_dir(out, p.exp.name, stamp, point_label(point)))} for point in p.points]
+    info = {"experiment": p.exp.name, "profile": p.profile, "launcher": p.launcher, "device": device,
+            "options": options_dict(p.options), "base": to_dict(p.cfg), "points": entries}
+    write_json(sweep_dir / "sweep.json", info)
+    return run_points(info, sweep_dir, entries, p.cfg)
+
+
+def run_points(info: dict, sweep_dir: Path, entries: list[dict], base_cfg: Any) -> Path:
+    """Run (or submit) the given points of a sweep; returns the comparison report's path."""
+    exp, profile, device, options = get_experiment(info["experiment"]), info["profile"], info["device"], info["options"]
+    if info["launcher"] != "local":
+        jobs = [PointJob(exp.name, profile, to_dict(apply_overrides(base_cfg, e["overrides"])), e["dir"], device,
+                         options) for e in entries]
+        for e, job_id in zip(entries, submit(info["launcher"], sweep_dir, jobs, apply_options(options))):
+            e.update(status="pending", job_id=job_id)
+        write_json(sweep_dir / "sweep.json", info)
+        print(f"[{exp.name}] {len(entries)} job(s) submitted; `syllabus report {sweep_dir}` shows what has finished")
+        return compare(sweep_dir, allow_empty=True)
+    for e in entries:
+        run = Run(Path(e["dir"]), device, resuming=(Path(e["dir"]) / "checkpoints" / "last.pt").exists(),
+                  tensorboard=options["log"]["tensorboard"])
         try:
-            run_one(p.exp, p.profile, apply_overrides(p.cfg, point), run)
-        except RunFailed as e:  # one diverging point does not stop the sweep
-            print(f"[{p.exp.name}] {label} failed: {e}")
-            entry.update(status="failed", error=str(e))
-        entries.append(entry)
-        write_json(sweep_dir / "sweep.json", {"experiment": p.exp.name, "profile": p.profile, "points": entries})
+            run_one(exp, profile, apply_overrides(base_cfg, e["overrides"]), run, options)
+            e["status"] = "ok"
+        except RunFailed as err:  # one diverging point does not stop the sweep
+            print(f"[{exp.name}] {e['label']} failed: {err}")
+            e.update(status="failed", error=str(err))
+        write_json(sweep_dir / "sweep.json", info)
     return compare(sweep_dir)
 
 
-def compare(sweep_dir: Path) -> Path:
-    """(Re-)render the comparison report of a sweep directory."""
+def compare(sweep_dir: Path, allow_empty: bool = False) -> Path:
+    """(Re-)render the comparison report of a sweep: its finished points; pending and failed listed."""
+    sweep_dir = Path(sweep_dir)
+    info = read_json(sweep_dir / "sweep.json")
+    exp = get_experiment(info["experiment"])
+    for e in info["points"]:
+        e["status"], e["error"] = job_state(sweep_dir, e)
+    write_json(sweep_dir / "sweep.json", info)
+    points = [(e["label"], Path(e["dir"])) for e in info["points"] if e["status"] == "ok"]
+    others = [e for e in info["points"] if e["status"] != "ok"]
+    if not points and not allow_empty:
+        raise RunFailed(f"no finished points to compare in {sweep_dir}")
+    return exp.compare(points, sweep_dir, others)
+
+
+def resume_sweep(sweep_dir: Path, launcher: str | None) -> Path:
+    """Run or resubmit the unfinished points of a sweep; finished ones are skipped."""
     info = read_json(Path(sweep_dir) / "sweep.json")
     exp = get_experiment(info["experiment"])
-    points = [(e["label"], Path(e["dir"])) for e in info["points"] if e["status"] == "ok"]
-    if not points:
-        raise RunFailed(f"no successful points to compare in {sweep_dir}")
-    return exp.compare(points, Path(sweep_dir))
+    if launcher is not None:
+        check_launcher(launcher)
+        info["launcher"] = launcher
+    info.setdefault("device", "auto")
+    info.setdefault("options", options_dict(RunOptions()))
+    todo = [e for e in info["points"] if job_state(Path(sweep_dir), e)[0] != "ok"]
+    print(f"[{exp.name}] {len(info['points']) - len(todo)} point(s) finished, {len(todo)} to run")
+    base = from_dict(exp.config_cls, info["base"]) if "base" in info else exp.config(info["profile"])
+    if not todo:
+        return compare(sweep_dir)
+    return run_points(info, Path(sweep_dir), todo, base)
 
 
-def resume(run_dir: Path, overrides: dict[str, str], device: str) -> Path:
+def resume(run_dir: Path, overrides: dict[str, str], device: str, launcher: str | None = None) -> Path:
     """Continue an interrupted run from its last checkpoint, with its saved config.
 
     Only settings that do not change what the checkpoint holds may be overridden; the new
@@ -136,6 +189,12 @@ def resume(run_dir: Path, overrides: dict[str, str], device: str) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UsageError(f"no such run directory: {run_dir}")
+    if (run_dir / "sweep.json").exists():
+        if overrides:
+            raise UsageError("--resume of a sweep continues its points with their own settings; drop --set")
+        return resume_sweep(run_dir, launcher)
+    if launcher not in (None, "local"):
+        raise UsageError(f"--launcher {launcher} resumes a sweep directory; {run_dir} is one run")
     exp, profile, cfg = read_run_config(run_dir)
     refused = sorted(set(overrides) - set(RESUMABLE_KEYS))
     if refused:
@@ -143,7 +202,9 @@ def resume(run_dir: Path, overrides: dict[str, str], device: str) -> Path:
                          f"(only {', '.join(RESUMABLE_KEYS)}); start a new run instead")
     cfg = apply_overrides(cfg, overrides)
     exp.validate(cfg)
-    return run_one(exp, profile, cfg, Run(run_dir, device, resuming=True))
+    options = read_json(run_dir / "config.json").get("options") or options_dict(RunOptions())
+    run = Run(run_dir, device, resuming=True, tensorboard=options["log"]["tensorboard"])
+    return run_one(exp, profile, cfg, run, options)
 
 
 def report(run_dir: Path) -> Path:
@@ -159,12 +220,13 @@ def report(run_dir: Path) -> Path:
 
 def plan_all(profile: str, overrides: dict[str, str], seed: int | None) -> list[Plan]:
     """A plan per experiment; each `--set` key applies where an experiment has it."""
-    plans, used = [], set()
+    plans, used = [], {k for k in overrides if k.startswith(OPTION_PREFIXES)}
+    options = {k: overrides[k] for k in used}  # log.* and launcher.* apply to every run
     for _, exp in EXPERIMENTS.items():
         valid = leaves(exp.config(profile))
         mine = {k: v for k, v in overrides.items() if k in valid}
         used |= set(mine)
-        plans.append(plan(exp, profile, mine, exp.default_sweep, seed))
+        plans.append(plan(exp, profile, {**mine, **options}, exp.default_sweep, seed))
     unused = set(overrides) - used
     if unused:
         raise UsageError(f"no experiment has the key(s) {', '.join(sorted(unused))}")

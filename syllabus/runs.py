@@ -147,7 +147,7 @@ def _same_on_every_process(path: Path) -> Path:
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
-    PartialState()  # joins the process group
+    PartialState(cpu=not torch.cuda.is_available())  # joins the process group (gloo on a CPU-only machine)
     shared = broadcast_object_list([str(path)])
     return Path(shared[0])
 
@@ -160,10 +160,12 @@ class Run:
         device: "auto", "cpu" or "cuda", for the training loop.
     """
 
-    def __init__(self, path: Path, device: str = "auto", resuming: bool = False):
+    def __init__(self, path: Path, device: str = "auto", resuming: bool = False, tensorboard: bool = False):
         self.path = Path(path)
         self.device = device
         self.resuming = resuming  # continuing an earlier run (`--resume`)
+        self.tensorboard = tensorboard  # also write each logged record as TensorBoard scalars
+        self._writer = None
         self.plots_dir = self.path / "plots"
         self.checkpoint_dir = self.path / "checkpoints"
         self.pending_config: dict | None = None  # written by flush_config once training may start
@@ -190,19 +192,24 @@ class Run:
         return self
 
     def unlock(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         if self._lock is not None:
             self._lock.close()
             self._lock = None
 
     # --- config and summary -------------------------------------------------
-    def save_config(self, experiment: str, profile: str, config: dict) -> None:
+    def save_config(self, experiment: str, profile: str, config: dict, options: dict | None = None) -> None:
         if is_main_process():
             data = {"experiment": experiment, "profile": profile, "config": config}
+            if options is not None:
+                data["options"] = options
             write_json(self.path / "config.json", data)
 
-    def defer_config(self, experiment: str, profile: str, config: dict) -> None:
+    def defer_config(self, experiment: str, profile: str, config: dict, options: dict | None = None) -> None:
         """Keep the config to write once the run's checkpoint has loaded (see `flush_config`)."""
-        self.pending_config = {"experiment": experiment, "profile": profile, "config": config}
+        self.pending_config = {"experiment": experiment, "profile": profile, "config": config, "options": options}
 
     def flush_config(self) -> None:
         """Write a deferred config (a resumed run's, after its checkpoint loaded and matched)."""
@@ -226,10 +233,25 @@ class Run:
         return self.path / "metrics.jsonl"
 
     def log(self, record: dict) -> None:
-        """Append one JSON record (an epoch or a step) to metrics.jsonl."""
+        """Append one JSON record (an epoch or a step) to metrics.jsonl (and TensorBoard when on)."""
         if is_main_process():
             with open(self.metrics_path, "a") as f:
                 f.write(json.dumps(record, default=_json_default) + "\n")
+            if self.tensorboard:
+                self._tensorboard(record)
+
+    def _tensorboard(self, record: dict) -> None:
+        """Numbers of a record as scalars: step records against the step, epoch records the epoch."""
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.path / "tensorboard"))
+        x = int(record.get("step", record.get("epoch", 0)))
+        axis = "step" if "step" in record else "epoch"
+        for key, value in record.items():
+            if key not in ("step", "epoch") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self._writer.add_scalar(f"{key} (per {axis})", value, x)
+        self._writer.flush()
 
     def read_metrics(self) -> list[dict]:
         if not self.metrics_path.exists():

@@ -74,10 +74,10 @@ class Experiment:
 
         return single_page(self, run)
 
-    def compare(self, points: list[tuple[str, Path]], out: Path) -> Path:
+    def compare(self, points: list[tuple[str, Path]], out: Path, unfinished: list[dict] = ()) -> Path:
         from syllabus.report.pages import sweep_page
 
-        return sweep_page(self, points, out)
+        return sweep_page(self, points, out, unfinished)
 
     @property
     def config_cls(self) -> type:
@@ -134,6 +134,7 @@ def load_trained(run_dir: Path, which: str = "best") -> tuple[Any, Any, dict]:
 
 
 # In this order `syllabus list` shows them and `syllabus run all` runs them.
-_MODULES = ("resnet_norms",)  # ported to the loop core; gradcam, vae, gan follow
+_MODULES = ("resnet_norms", "gradcam", "vae", "gan", "resnet_transfer", "slot_attention", "slot_diffusion",
+            "vit_analysis", "clip", "math_programs")
 for _module in _MODULES:
     importlib.import_module(f"syllabus.experiments.{_module}")

@@ -89,11 +89,23 @@ def single_page(exp, run: Run) -> Path:
     return rep.write(run.path / "report.html")
 
 
-def sweep_page(exp, points: list[tuple[str, Path]], out: Path) -> Path:
-    """The comparison of a sweep's points: headline per point, overlaid curves, the experiment's sections."""
+def sweep_page(exp, points: list[tuple[str, Path]], out: Path, unfinished: list[dict] = ()) -> Path:
+    """The comparison of a sweep's points: headline per point, overlaid curves, the experiment's sections.
+
+    unfinished: sweep.json entries of points still pending or failed (listed, with their error).
+    """
     out = Path(out)
     pts = [Point(label, Path(d), read_json(Path(d) / "summary.json")) for label, d in points]
     rep = Report(f"{exp.name}: comparison", f"{len(pts)} runs · {out}", plots_dir=out / "plots")
+    if unfinished:
+        rep.section("Points not finished")
+        rep.table([{"point": e["label"], "status": e["status"], "job": e.get("job_id", "")} for e in unfinished])
+        for e in unfinished:
+            if e.get("error"):
+                rep.details(f"{e['label']}: the end of its log", e["error"])
+    if not pts:
+        write_json(out / "summary.json", {"points": []})
+        return rep.write(out / "report.html")
     rows = [{"run": p.label, **headline_values(exp.headline, p.summary)} for p in pts]
     rep.section("Headline per run")
     fit_table(rep, rows, "run")

@@ -118,6 +118,15 @@ class StepContext:
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.accelerator.gather_for_metrics(tensor)
 
+    def prepare_eval(self, loader: DataLoader) -> DataLoader:
+        """`loader` sharded across processes (once); gather its results with `gather`."""
+        if self.accelerator.num_processes == 1:
+            return loader
+        cache = self.__dict__.setdefault("_eval_loaders", {})
+        if id(loader) not in cache:
+            cache[id(loader)] = self.accelerator.prepare_data_loader(loader)
+        return cache[id(loader)]
+
     def update(self, name: str, loss: torch.Tensor, *, grad_norm: bool = False) -> float | None:
         """Backward `loss` and step optimizer `name`; returns the gradient norm before clipping if asked."""
         self._guard(name, loss)
@@ -289,9 +298,17 @@ def _train_epoch(trainer: Trainer, data: Iterable, steps: int, ctx: StepContext)
             ctx.run.log({"epoch": ctx.epoch, "step": ctx.progress.step, **{f"train/{k}": v for k, v in out.items()}})
     bar.close()
     record = {"epoch": ctx.epoch, "time/epoch": time.perf_counter() - start}
-    record.update({f"train/{k}": v for k, v in trainer.summarize(records).items()})
+    record.update({f"train/{k}": v for k, v in _across_processes(trainer.summarize(records), ctx).items()})
     record["lr"] = next(iter(ctx.optimizers.values())).param_groups[0]["lr"]
     return record
+
+
+def _across_processes(metrics: dict[str, float], ctx: StepContext) -> dict[str, float]:
+    """The mean of each training metric over processes (each saw its own shard)."""
+    if ctx.accelerator.num_processes == 1 or not metrics:
+        return metrics
+    values = torch.tensor(list(metrics.values()), dtype=torch.float64, device=ctx.device)
+    return dict(zip(metrics, ctx.accelerator.reduce(values, reduction="mean").tolist()))
 
 
 def _evaluate(trainer: Trainer, ctx: StepContext) -> dict[str, float]:
@@ -333,6 +350,7 @@ def _end_epoch(record: dict, ctx: StepContext, trainer: Trainer) -> bool:
     progress.finished = stopped or progress.epoch >= cfg.epochs
     run.log(record)
     run.save_checkpoint("last", ckpt.last_state(unwrapped, ctx.optimizers, ctx.ema, progress, trainer.extra_state()))
+    ctx.accelerator.wait_for_everyone()  # no process reads a checkpoint before the main one wrote it
     return stopped
 
 
