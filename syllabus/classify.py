@@ -61,7 +61,7 @@ def predict(model: nn.Module, loader: Iterable, accelerator: Any = None) -> dict
         x, y = batch[0].to(device), batch[1].to(device)
         logits = model(x).float()  # (B, K)
         out = (logits.softmax(1), y, F.cross_entropy(logits, y, reduction="none"))  # (B, K), (B,), (B,)
-        if accelerator is not None:
+        if accelerator is not None and accelerator.num_processes > 1:  # a sharded loader: every image once
             out = accelerator.gather_for_metrics(out)
         for store, value in zip((probs, trues, losses), out):
             store.append(value.cpu())

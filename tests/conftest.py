@@ -58,8 +58,8 @@ def _comparable(obj):
     return obj
 
 
-def _only_run(out):
-    runs = [p for p in out.glob("*/*") if (p / "config.json").exists()]
+def _only_run(out, experiment="*"):
+    runs = [p for p in out.glob(f"{experiment}/*") if (p / "config.json").exists()]
     assert len(runs) == 1, runs
     return runs[0]
 
@@ -73,23 +73,29 @@ def exact_resume(tmp_path, monkeypatch):
     from syllabus.cli import main
     from syllabus.train import core
 
-    def check(name: str, sets: list[str] = (), profile: str = "smoke", ignore: tuple[str, ...] = ()):
+    def check(name: str, sets: list[str] = (), profile: str = "smoke", ignore: tuple[str, ...] = (), after: int = 1):
+        """`after`: the number of epoch ends (of any fit in the run, e.g. a helper model's) before the cut."""
         args = ["run", name, "--profile", profile, "--device", "cpu"]
         for s in sets:
             args += ["--set", s]
         assert main([*args, "--out", str(tmp_path / "whole")]) == 0
         real_end = core._end_epoch
 
+        seen = []
+
         def interrupt(record, ctx, trainer):
-            real_end(record, ctx, trainer)
-            raise KeyboardInterrupt  # killed right after the first epoch's checkpoint
+            stopped = real_end(record, ctx, trainer)
+            seen.append(record["epoch"])
+            if len(seen) == after:
+                raise KeyboardInterrupt  # killed right after this epoch's checkpoint
+            return stopped
 
         monkeypatch.setattr(core, "_end_epoch", interrupt)
         assert main([*args, "--out", str(tmp_path / "cut")]) == 130
         monkeypatch.setattr(core, "_end_epoch", real_end)
-        cut = _only_run(tmp_path / "cut")
+        cut = _only_run(tmp_path / "cut", name)
         assert main(["run", "--resume", str(cut), "--device", "cpu"]) == 0
-        whole = _only_run(tmp_path / "whole")
+        whole = _only_run(tmp_path / "whole", name)
         a = _comparable(json.loads((whole / "summary.json").read_text()))
         b = _comparable(json.loads((cut / "summary.json").read_text()))
         for key in ignore:

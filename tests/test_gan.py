@@ -1,4 +1,4 @@
-"""GAN building blocks and the GAN loop: shapes, oracles for the mitigations, losses, exact resume."""
+"""GAN building blocks and the GAN trainer on the loop core: shapes, oracles, losses, data, exact resume."""
 
 import itertools
 import math
@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from syllabus.errors import RunFailed, UsageError
-from syllabus.gan_train import GanStep, GanTrainConfig, Objective, d_loss, fit_gan, g_loss, grad_norm, real_batches
+from syllabus.errors import RunFailed
+from syllabus.gan_step import GanTrainConfig, GanTrainer, Objective, d_loss, g_loss, real_loader
 from syllabus.nn.gan import (
     DISCRIMINATORS,
     GENERATORS,
@@ -159,33 +159,77 @@ def test_minimax_gradient_vanishes_where_non_saturating_does_not():
     torch.testing.assert_close(logits.grad, -(1 - torch.sigmoid(logits.detach())) / 2)
 
 
-def test_grad_norm_equals_torch_total_norm():
+class _Ctx:
+    """Just enough of the core's StepContext to run one update: backward, norm, step."""
+
+    def __init__(self, optimizers, cfg=None):
+        self.optimizers, self.cfg, self.device, self.fraction = optimizers, cfg or GanTrainConfig(), "cpu", 0.0
+
+    def to_device(self, obj):
+        return obj
+
+    def update(self, name, loss, *, grad_norm=False):
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for g in opt.param_groups for p in g["params"]]
+        norm = float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
+        opt.step()
+        return norm
+
+
+def _pair(width=8, **d_kwargs):
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
-    net(torch.randn(5, 4)).square().sum().backward()
-    expected = torch.nn.utils.get_total_norm([p.grad for p in net.parameters()])
-    assert grad_norm(net) == pytest.approx(float(expected), rel=1e-6)
+    return GENERATORS.get("mlp")(4, 8, width=width), DISCRIMINATORS.get("mlp")(8, width=width, **d_kwargs)
 
 
 def test_strong_discriminator_starves_the_generator_only_under_minimax():
-    torch.manual_seed(0)
-    g, d = GENERATORS.get("mlp")(4, 8, width=8), DISCRIMINATORS.get("mlp")(8, width=8)
+    g, d = _pair()
     nn.init.constant_(d.head.bias, -30.0)  # D(G(z)) ~ 1e-13: every fake rejected
     norms = {}
     for ns in (False, True):
-        step = GanStep(g, d, GanTrainConfig(), Objective(non_saturating=ns))
-        norms[ns] = step.g_update(16, 0.0, torch.device("cpu"))["g_grad_norm"]
+        trainer = GanTrainer(g, d, Objective(non_saturating=ns))
+        ctx = _Ctx(trainer.make_optimizers(GanTrainConfig()))
+        norms[ns] = trainer.g_update(16, 0.0, ctx)["g_grad_norm"]
     assert norms[False] < 1e-9 < 1e-2 < norms[True]
 
 
-def test_real_batches_are_successive_permutations():
+def test_optimizers_are_adam_with_each_network_its_own_rate():
+    g, d = _pair()
+    opts = GanTrainer(g, d, Objective()).make_optimizers(GanTrainConfig(lr_d=3e-4, lr_g=1e-3, beta1=0.5))
+    assert set(opts) == {"d", "g"} and all(isinstance(o, torch.optim.Adam) for o in opts.values())
+    assert opts["d"].param_groups[0]["lr"] == 3e-4 and opts["g"].param_groups[0]["lr"] == 1e-3
+    assert opts["g"].param_groups[0]["betas"] == (0.5, 0.999)
+    assert {id(p) for p in opts["d"].param_groups[0]["params"]} == {id(p) for p in d.parameters()}
+
+
+def test_train_step_makes_d_steps_updates_on_their_own_batches_then_g_steps():
+    g, d = _pair()
+    trainer = GanTrainer(g, d, Objective())
+    cfg = GanTrainConfig(batch_size=4, d_steps=3, g_steps=2)
+    ctx = _Ctx(trainer.make_optimizers(cfg), cfg)
+    seen = []
+    real_update = trainer.d_update
+    trainer.d_update = lambda real, noise, c: seen.append(real.clone()) or real_update(real, noise, c)
+    out = trainer.train_step([torch.arange(12.0).view(12, 1, 1, 1).expand(12, 1, 8, 8)], ctx)
+    assert [int(x[0, 0, 0, 0]) for x in seen] == [0, 4, 8] and all(len(x) == 4 for x in seen)
+    assert ctx.optimizers["d"].state[next(d.parameters())]["step"] == 3
+    assert ctx.optimizers["g"].state[next(g.parameters())]["step"] == 2
+    assert set(out) == {"d_loss", "d_real", "d_fake", "d_grad_norm", "g_loss", "g_grad_norm"}
+
+
+def test_real_loader_fills_every_batch_with_successive_permutations_even_from_few_images():
+    images = torch.arange(5.0).view(5, 1, 1, 1)
+    loader = real_loader(images, GanTrainConfig(steps_per_epoch=4, batch_size=3, d_steps=2))
     torch.manual_seed(0)
-    idx = real_batches(5, 4, 3).flatten()  # 12 indices from 3 permutations of 5
-    assert idx.shape == (12,)
-    assert sorted(idx[:5].tolist()) == list(range(5)) and sorted(idx[5:10].tolist()) == list(range(5))
+    batches = [b[0].flatten() for b in loader]
+    assert len(loader) == 4 and [len(b) for b in batches] == [6] * 4  # d_steps x batch_size each
+    drawn = torch.cat(batches).long()
+    for start in range(0, 20, 5):  # 24 draws: four whole permutations of the five images, then a part
+        assert sorted(drawn[start:start + 5].tolist()) == list(range(5))
 
 
-# --------------------------------------------------------------------------- the loop
+# --------------------------------------------------------------------------- through the loop core
 
 
 def _images(n=24, size=8):
@@ -193,74 +237,72 @@ def _images(n=24, size=8):
     return torch.rand(n, 1, size, size, generator=g) * 2 - 1
 
 
-def _fit(tmp_path, name, interrupt_at=None, images=None, steps=12):
-    torch.manual_seed(0)
-    g = GENERATORS.get("mlp")(4, 8, width=16)
-    d = DISCRIMINATORS.get("mlp")(8, width=16, spectral_norm=True, minibatch_std=True)
-    cfg = GanTrainConfig(steps=steps, eval_every=4, batch_size=8, lr_g=1e-3, lr_d=1e-3, d_steps=2)
+def _fit(tmp_path, name, interrupt_after=None, images=None, epochs=3):
+    from syllabus.train import core
+
+    g, d = _pair(width=16, spectral_norm=True, minibatch_std=True)
+    cfg = GanTrainConfig(epochs=epochs, steps_per_epoch=4, batch_size=8, lr_g=1e-3, lr_d=1e-3, d_steps=2,
+                         monitor="val/d_fixed")
     obj = Objective(non_saturating=False, label_smoothing=0.1, instance_noise=0.2, diffaug=True)
-    run = Run(tmp_path / name, device="cpu")
     fixed = torch.randn(6, 4, generator=torch.Generator().manual_seed(9))
 
-    def evaluate(gen, disc, step):
-        return {"sample_mean": float(gen(fixed).mean()), "d_fixed": float(disc(gen(fixed)).mean()), "at": step}
+    def evaluate(gen, disc, ctx):
+        return {"sample_mean": float(gen(fixed).mean()), "d_fixed": float(disc(gen(fixed)).mean()), "at": ctx.step}
 
-    def stop(period, record):
-        if period == interrupt_at:
+    trainer = GanTrainer(g, d, obj, evaluate)
+    run = Run(tmp_path / name, device="cpu")
+    real_end = core._end_epoch
+
+    def end(record, ctx, tr):
+        real_end(record, ctx, tr)
+        if ctx.epoch == interrupt_after:
             raise KeyboardInterrupt
 
-    step = fit_gan(g, d, _images() if images is None else images, cfg, obj, run, seed=5, evaluate=evaluate,
-                   on_period_end=stop)
-    return step, run
+    core._end_epoch = end
+    try:
+        core.fit(trainer, real_loader(_images() if images is None else images, cfg), cfg, run, seed=5)
+    finally:
+        core._end_epoch = real_end
+    return trainer, run
 
 
 def _rows(run):
-    return [{k: v for k, v in r.items() if k != "time/period"} for r in run.read_metrics()]
+    return [{k: v for k, v in r.items() if not k.startswith("time")} for r in run.read_metrics()]
 
 
-def test_loop_logs_every_step_and_every_period(tmp_path):
+def test_core_logs_every_step_and_every_period(tmp_path):
     _, run = _fit(tmp_path, "a")
     rows = _rows(run)
-    steps = [r for r in rows if "g_loss" in r]
-    evals = [r for r in rows if "sample_mean" in r]
+    steps = [r for r in rows if "step" in r]
+    evals = [r for r in rows if "step" not in r]
     assert [r["step"] for r in steps] == list(range(1, 13))
     for key in ("d_loss", "g_loss", "d_real", "d_fake", "g_grad_norm", "d_grad_norm"):
-        assert all(math.isfinite(r[key]) for r in steps), key
-    assert [(r["epoch"], r["step"], r["at"]) for r in evals] == [(1, 4, 4), (2, 8, 8), (3, 12, 12)]
+        assert all(math.isfinite(r[f"train/{key}"]) for r in steps), key
+    assert [(r["epoch"], r["val/at"]) for r in evals] == [(1, 4), (2, 8), (3, 12)]
     state = run.load_checkpoint("last")
-    assert state["period"] == 3 and state["step"] == 12
-    assert {"generator", "discriminator", "opt_g", "opt_d"} <= set(state)
+    assert set(state["modules"]) == {"generator", "discriminator"} and set(state["optimizers"]) == {"d", "g"}
 
 
-def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, capsys):
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
     full, full_run = _fit(tmp_path, "full")
     with pytest.raises(KeyboardInterrupt):
-        _fit(tmp_path, "resumed", interrupt_at=2)
-    assert max(r["step"] for r in Run(tmp_path / "resumed").read_metrics()) == 8
+        _fit(tmp_path, "resumed", interrupt_after=2)
+    assert max(r["epoch"] for r in Run(tmp_path / "resumed").read_metrics()) == 2
     resumed, resumed_run = _fit(tmp_path, "resumed")
-    assert "resuming" in capsys.readouterr().out
     assert _rows(resumed_run) == _rows(full_run)
-    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
-        for (ka, va), (kb, vb) in zip(sorted(a.items()), sorted(b.items())):
-            assert ka == kb
-            if isinstance(va, torch.Tensor):
-                torch.testing.assert_close(va, vb, rtol=0, atol=0)
+    for name in ("generator", "discriminator"):
+        a, b = getattr(full, name).state_dict(), getattr(resumed, name).state_dict()
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
 
 
-def test_resume_with_a_different_period_length_is_refused(tmp_path):
-    _fit(tmp_path, "p", steps=8)
-    run = Run(tmp_path / "p", device="cpu")
-    g, d = GENERATORS.get("mlp")(4, 8, width=16), DISCRIMINATORS.get("mlp")(8, width=16)
-    cfg = GanTrainConfig(steps=12, eval_every=3)
-    with pytest.raises(UsageError, match="at step 8 with train.eval_every=3"):
-        fit_gan(g, d, _images(), cfg, Objective(), run)
-
-
-def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path):
-    _fit(tmp_path, "nan", steps=4)
+def test_non_finite_loss_stops_naming_the_loss_and_keeps_the_last_good_checkpoint(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        _fit(tmp_path, "nan", interrupt_after=1, epochs=2)
     before = (tmp_path / "nan" / "checkpoints" / "last.pt").read_bytes()
     bad = _images()
     bad[:] = float("nan")
-    with pytest.raises(RunFailed, match="non-finite at step 5.*last.pt"):
-        _fit(tmp_path, "nan", images=bad, steps=8)
+    with pytest.raises(RunFailed, match=r"the 'd' loss became nan at epoch 2, step 5.*last\.pt"):
+        _fit(tmp_path, "nan", images=bad, epochs=2)
     assert (tmp_path / "nan" / "checkpoints" / "last.pt").read_bytes() == before

@@ -218,3 +218,19 @@ def test_corrupt_metrics_line_is_named(tmp_path):
     with pytest.raises(UsageError, match="corrupt line 2"):
         run.read_metrics()
     assert json.loads(run.metrics_path.read_text().splitlines()[0]) == {"epoch": 1}
+
+
+def test_validation_scores_every_image_after_an_uneven_last_batch(tmp_path):
+    """An epoch ending on a short batch must not cut the validation set to that batch's size."""
+    from syllabus.classify import predict
+
+    torch.manual_seed(0)
+    model = nn.Linear(6, 3)
+    val = DataLoader(_data(270, seed=1), batch_size=64)
+    trainer = ClassifierTrainer(model, val, 3)
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.05, monitor="val/accuracy")
+    run = Run(tmp_path / "v")
+    fit(trainer, DataLoader(_data(1257), batch_size=64, shuffle=True), cfg, run)
+    out = predict(model, val)
+    assert len(out["true"]) == 270
+    assert _epoch_rows(run)[0]["val/accuracy"] == pytest.approx((out["true"] == out["pred"]).mean())

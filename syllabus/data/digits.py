@@ -81,6 +81,13 @@ def mnist_splits(root: str | None = None, size: int = 28, seed: int = 0, val_siz
             "test": DigitsDataset(to_float(test), test.targets)}
 
 
+def require_digits_data(name: str, root: str | None = None) -> None:
+    """Fail before training when `data.name=mnist` and MNIST is not on disk (digits ship with scikit-learn)."""
+    if name == "mnist" and not mnist_present(root):
+        raise UsageError(f"MNIST not found under {mnist_location(root)}; run "
+                         f"`syllabus data prepare mnist --download` or point {MNIST_KEY}")
+
+
 def mnist_present(root_override: str | None = None) -> bool:
     raw = mnist_location(root_override) / "MNIST" / "raw"
     return raw.is_dir() and any(raw.iterdir())

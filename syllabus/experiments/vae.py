@@ -1,9 +1,11 @@
 """`vae`: a variational autoencoder on handwritten digits (ATML task 4).
 
 Trains a VAE (MLP or small conv encoder/decoder, Bernoulli pixels, Gaussian latent) by
-maximising the ELBO with the project's training loop, then measures on the best checkpoint:
-the ELBO and its two terms (reconstruction cross-entropy, KL) on train/val/test, and a test
-log-likelihood estimate by importance sampling (the IWAE bound with `eval.iwae_k` samples).
+maximising the ELBO through the loop core (`VAETrainer`), then measures on the best checkpoint:
+the ELBO and its two terms (reconstruction cross-entropy, KL) on train/val/test, and the
+importance-sampled IWAE bound with `eval.iwae_k` samples: an estimate of the test
+log-likelihood on binary pixels (`data.binarize`), a tighter bound on the Bernoulli score
+(not a likelihood) on grey ones.
 It saves reconstructions, samples from the prior, latent interpolations, the latent map of
 the test set and, for a 2-D latent, the decoded manifold. `--sweep model.latent_dim=2,10,20`
 compares latent sizes.
@@ -11,6 +13,7 @@ compares latent sizes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,24 +22,22 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from syllabus.config import choice, nested
-from syllabus.data.digits import MNIST_KEY, DigitsDataset, digits_splits, mnist_location, mnist_present, mnist_splits
+from syllabus.config import choice, nested, ranged
+from syllabus.data.digits import DigitsDataset, digits_splits, mnist_splits, require_digits_data
 from syllabus.errors import UsageError
 from syllabus.experiments import Experiment, register
+from syllabus.experiments.vae_report import PICTURES, SPLITS, TERMS, report_sections, sweep_sections
 from syllabus.nn.vae import ARCHS, VAE, elbo_terms, gaussian_kl, iwae_bound, log_importance_weights
 from syllabus.runs import Run, is_main_process
-from syllabus.train import TrainConfig, fit, fit_summary, seed_everything
+from syllabus.train import StepContext, TrainConfig, Trainer, fit, fit_summary, load_best, seed_everything
 
-SPLITS = ("train", "val", "test")
-TERMS = ("elbo", "recon", "kl")  # per image, in nats
-PICTURES = "pictures.npz"  # arrays behind the report's image plots
 ACTIVE_UNIT_VARIANCE = 0.01  # Burda et al. (2016): unit d is active if Var_x(E_q[z_d]) > 0.01
 
 
 @dataclass
 class DataConfig:
     name: str = choice("digits", ["digits", "mnist"])
-    size: int = 8  # image side; digits are 8x8 and MNIST 28x28, resized when different
+    size: int = ranged(8, 4)  # image side; digits are 8x8 and MNIST 28x28, resized when different
     root: str = ""  # MNIST folder (default: $SYLLABUS_DATA/mnist)
     binarize: bool = False  # one fixed Bernoulli draw per pixel: a normalised Bernoulli likelihood
     seed: int = 0  # split seed (and binarisation seed)
@@ -45,19 +46,19 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     arch: str = choice("mlp", list(ARCHS))
-    latent_dim: int = 2
-    hidden: tuple[int, ...] = (256, 128)  # mlp: encoder widths (decoder mirrored)
-    channels: tuple[int, ...] = (32, 64)  # conv: channels after each stride-2 convolution
+    latent_dim: int = ranged(2, 1)
+    hidden: tuple[int, ...] = ranged((256, 128), 1)  # mlp: encoder widths (decoder mirrored)
+    channels: tuple[int, ...] = ranged((32, 64), 1)  # conv: channels after each stride-2 convolution
 
 
 @dataclass
 class EvalConfig:
-    iwae_k: int = 1000  # importance samples per test image for the log-likelihood estimate
-    batch_size: int = 256
-    n_images: int = 32  # reconstructions and prior samples shown
-    interp_pairs: int = 6  # test pairs interpolated in latent space
-    interp_steps: int = 8  # decoded points between (and including) the two ends
-    manifold: int = 15  # the decoded grid of a 2-D latent is manifold x manifold
+    iwae_k: int = ranged(1000, 1)  # importance samples per test image for the log-likelihood estimate
+    batch_size: int = ranged(256, 1)
+    n_images: int = ranged(32, 1)  # reconstructions and prior samples shown
+    interp_pairs: int = ranged(6, 1)  # test pairs interpolated in latent space
+    interp_steps: int = ranged(8, 2)  # decoded points between (and including) the two ends
+    manifold: int = ranged(15, 2)  # the decoded grid of a 2-D latent is manifold x manifold
 
 
 @dataclass
@@ -70,7 +71,8 @@ class Config:
 
 
 def _adam(lr: float = 1e-3, **kw: Any) -> TrainConfig:
-    return TrainConfig(optimizer="adam", lr=lr, weight_decay=0.0, schedule="constant", monitor="val/elbo", **kw)
+    return TrainConfig(optimizer="adam", lr=lr, weight_decay=0.0, schedule="constant", monitor="val/elbo",
+                       monitor_mode="max", **kw)
 
 
 def smoke() -> Config:
@@ -99,14 +101,7 @@ def full() -> Config:
 
 def check(cfg: Config) -> None:
     """Fail before training on missing MNIST or settings the model cannot take."""
-    if cfg.data.name == "mnist" and not mnist_present(cfg.data.root or None):
-        raise UsageError(f"MNIST not found under {mnist_location(cfg.data.root or None)}; run "
-                         f"`syllabus data prepare mnist --download` or point {MNIST_KEY}")
-    if cfg.data.size < 4:
-        raise UsageError(f"data.size={cfg.data.size}: images must be at least 4x4")
-    for key, value in (("model.latent_dim", cfg.model.latent_dim), ("eval.iwae_k", cfg.eval.iwae_k)):
-        if value < 1:
-            raise UsageError(f"{key}={value}: must be at least 1")
+    require_digits_data(cfg.data.name, cfg.data.root or None)
     if cfg.model.arch == "conv":
         depth = len(cfg.model.channels)
         if depth == 0 or cfg.data.size % 2**depth:
@@ -126,47 +121,60 @@ def load_splits(cfg: DataConfig) -> dict[str, DigitsDataset]:
     return {s: DigitsDataset(torch.bernoulli(splits[s].images, generator=gen), splits[s].targets) for s in SPLITS}
 
 
-def build_model(cfg: Config) -> VAE:
+def is_binary(images: torch.Tensor) -> bool:
+    """Whether every pixel is 0 or 1: only then is the Bernoulli p(x|z) a normalised likelihood of the data."""
+    return bool(((images == 0) | (images == 1)).all())
+
+
+def build_model(cfg: Config, summary: dict | None = None) -> VAE:
     m = cfg.model
     widths = m.hidden if m.arch == "mlp" else m.channels
     return ARCHS[m.arch](cfg.data.size, m.latent_dim, widths)
 
 
-# --------------------------------------------------------------------------- the task for `fit`
+# --------------------------------------------------------------------------- the trainer for the loop core
 
 
-def _totals(terms: dict[str, torch.Tensor]) -> dict[str, Any]:
-    return {**{k: terms[k].detach().float().sum() for k in TERMS}, "n": len(terms["elbo"])}
-
-
-class VAETask:
-    """Minus the mean ELBO as the loss; ELBO, reconstruction and KL per image as metrics."""
-
-    def step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict]:
-        x = batch[0]  # (B, 1, S, S)
+@torch.no_grad()
+def elbo_means(model: VAE, loader: Iterable) -> dict[str, float]:
+    """Mean ELBO, reconstruction and KL per image over `loader`, and the loss (minus the ELBO)."""
+    device = _device(model)
+    sums, n = dict.fromkeys(TERMS, 0.0), 0
+    for batch in loader:
+        x = batch[0].to(device)  # (B, 1, S, S)
         logits, mu, logvar = model(x)
-        terms = elbo_terms(logits, x, mu, logvar)
-        return -terms["elbo"].mean(), _totals(terms)
+        terms = elbo_terms(logits.float(), x, mu.float(), logvar.float())
+        for k in TERMS:
+            sums[k] += float(terms[k].sum())
+        n += len(x)
+    means = {k: v / max(n, 1) for k, v in sums.items()}
+    return {"loss": -means["elbo"], **means}
 
-    def summarize(self, extras: list[dict]) -> dict[str, float]:
-        n = sum(e["n"] for e in extras)
-        if n == 0:
-            return {}
-        means = {k: float(sum(e[k] for e in extras)) / n for k in TERMS}
-        return {"loss": -means["elbo"], **means}
 
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, loader: Any, accelerator: Any = None) -> dict[str, float]:
-        device = next(model.parameters()).device
-        extras = []
-        for batch in loader:
-            x = batch[0].to(device)
-            logits, mu, logvar = model(x)
-            terms = {k: v for k, v in elbo_terms(logits.float(), x, mu.float(), logvar.float()).items() if k in TERMS}
-            if accelerator is not None:
-                terms = accelerator.gather_for_metrics(terms)
-            extras.append(_totals(terms))
-        return self.summarize(extras)
+class VAETrainer(Trainer):
+    """Minus the mean ELBO as the loss; ELBO, reconstruction and KL per image as metrics.
+
+    Args:
+        model: the VAE.
+        val_loader: the validation batches `evaluate` scores.
+    """
+
+    def __init__(self, model: VAE, val_loader: Iterable):
+        self.model, self.val_loader = model, val_loader
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"model": self.model}
+
+    def train_step(self, batch: Any, ctx: StepContext) -> dict[str, float]:
+        x = ctx.to_device(batch[0])  # (B, 1, S, S)
+        logits, mu, logvar = self.model(x)
+        terms = elbo_terms(logits, x, mu, logvar)  # each (B,)
+        loss = -terms["elbo"].mean()
+        ctx.update("main", loss)
+        return {"loss": loss.item(), **{k: terms[k].mean().item() for k in TERMS}}
+
+    def evaluate(self, ctx: StepContext) -> dict[str, float]:
+        return elbo_means(self.model, self.val_loader)
 
 
 # --------------------------------------------------------------------------- evaluation of the best model
@@ -184,7 +192,7 @@ def evaluate_splits(model: VAE, splits: dict[str, Dataset], ecfg: EvalConfig) ->
     """ELBO, reconstruction and KL per split, as `splits` and flat `split/term` keys."""
     out: dict = {"splits": {}}
     for s in SPLITS:
-        metrics = VAETask().evaluate(model, _loader(splits[s], ecfg.batch_size))
+        metrics = elbo_means(model, _loader(splits[s], ecfg.batch_size))
         out["splits"][s] = metrics
         out.update({f"{s}/{k}": metrics[k] for k in TERMS})
     return out
@@ -269,10 +277,10 @@ def run(cfg: Config, run: Run) -> dict:
     seed_everything(cfg.seed)
     splits = load_splits(cfg.data)
     model = build_model(cfg)
+    trainer = VAETrainer(model, _loader(splits["val"], cfg.eval.batch_size))
     train_loader = DataLoader(splits["train"], batch_size=cfg.train.batch_size, shuffle=True)
-    result = fit(model, train_loader, _loader(splits["val"], cfg.eval.batch_size), VAETask(), cfg.train, run,
-                 seed=cfg.seed)
-    model.load_state_dict(run.load_checkpoint("best")["model"])
+    result = fit(trainer, train_loader, cfg.train, run, seed=cfg.seed)
+    load_best(run, {"model": model})
     model.eval()
     seed_everything(cfg.seed)
     summary = evaluate_splits(model, splits, cfg.eval)
@@ -283,7 +291,8 @@ def run(cfg: Config, run: Run) -> dict:
     if is_main_process():
         np.savez_compressed(run.path / PICTURES, latent=coords, labels=splits["test"].targets.numpy(), **arrays)
     summary.update(
-        latent_stats(mu, logvar), **fit_summary(result, run, model), latent_map=how,
+        latent_stats(mu, logvar), **fit_summary(result, run, trainer), latent_map=how,
+        binary_pixels=is_binary(splits["test"].images),
         iwae_gap=summary["test/iwae"] - summary["test/elbo"],
         latent_dim=cfg.model.latent_dim, arch=cfg.model.arch, data=cfg.data.name, image_size=cfg.data.size,
         sizes={s: len(splits[s]) for s in SPLITS},
@@ -298,8 +307,13 @@ register(Experiment(
     title="Variational autoencoder on digits: ELBO terms, samples, interpolation, latent map, IWAE",
     profiles={"smoke": smoke, "quick": quick, "full": full},
     run=run,
-    reports="syllabus.experiments.vae_report",
+    sections=report_sections,
+    sweep_sections=sweep_sections,
+    build_model=build_model,
     check=check,
     headline=["test/elbo", "test/iwae", "test/recon", "test/kl", "active_units", "time_per_epoch"],
+    key_figure="samples",
     default_sweep={"model.latent_dim": "2,10"},
+    monitors=("val/elbo", "val/loss", "val/recon", "val/kl"),
+    budget_s=120,
 ))

@@ -1,25 +1,26 @@
-"""Reports of `vae`: one run, and the comparison of a sweep (e.g. over `model.latent_dim`)."""
+"""Report sections of `vae`: one run, and the comparison of a sweep (e.g. over `model.latent_dim`).
+
+The page skeleton (`syllabus.report.pages`) adds the headline table, the training curves
+(ELBO, reconstruction and KL per epoch) and the configuration; these add the VAE's own.
+"""
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from syllabus.data.digits import DIGIT_CLASSES
-from syllabus.experiments.vae import PICTURES, SPLITS, TERMS
 from syllabus.report import plots
 from syllabus.report.html import Report
-from syllabus.runs import Run, read_json, write_json
+from syllabus.report.pages import Point
+from syllabus.runs import Run
 
+SPLITS = ("train", "val", "test")
+TERMS = ("elbo", "recon", "kl")  # per image, in nats
+PICTURES = "pictures.npz"  # arrays behind the report's image plots
 TERM_TEXT = ("ELBO = -(recon + KL), in nats per image; recon is the Bernoulli cross-entropy -log p(x|z) at one "
              "sample z ~ q(z|x), KL is KL(q(z|x) || N(0, I)) in closed form.")
-
-
-def _epochs(rows: list[dict]) -> list[dict]:
-    return [r for r in rows if "step" not in r]
 
 
 def _pictures(run_dir: Path) -> dict[str, np.ndarray]:
@@ -38,26 +39,41 @@ def _pairs_of_rows(top: np.ndarray, bottom: np.ndarray, ncols: int = 8) -> np.nd
     return np.stack([a, b], 1).reshape(-1, ncols, *top.shape[1:])
 
 
-def _iwae_figure(by_k: dict[str, float], elbo: float):
+def iwae_meaning(binary: bool) -> str:
+    """What the IWAE bound measures on these pixels, in one sentence."""
+    if binary:
+        return ("On binary pixels p(x|z) is a normalised Bernoulli likelihood, so the IWAE bound estimates "
+                "the test log-likelihood log p(x) from below.")
+    return ("These pixels are grey (not 0 or 1): the Bernoulli p(x|z) evaluated at them is not a normalised "
+            "distribution over the images, so neither the ELBO nor the IWAE bound is a log-likelihood. Both are "
+            "bounds on a Bernoulli score that compares models on the same data only; --set data.binarize=true "
+            "makes them likelihood bounds.")
+
+
+def _iwae_figure(by_k: dict[str, float], elbo: float, binary: bool):
     rows = [{"k": int(k), "IWAE bound": v, "ELBO": elbo} for k, v in by_k.items()]
-    fig = plots.plot_curves(rows, ["IWAE bound", "ELBO"], x="k", title="Test log-likelihood bounds",
-                            ylabel="nats per image")
+    title = "Test log-likelihood bounds" if binary else "Bounds on the test Bernoulli score (grey pixels)"
+    fig = plots.plot_curves(rows, ["IWAE bound", "ELBO"], x="k", title=title, ylabel="nats per image")
     fig.axes[0].set_xscale("log")
     return fig
 
 
 def _bounds_section(rep: Report, summary: dict) -> None:
-    rep.section("ELBO and log-likelihood (best checkpoint)")
+    binary = summary.get("binary_pixels", False)
+    rep.section("ELBO and IWAE bound (best checkpoint)")
+    rep.text(f"{summary['arch']} VAE with a {summary['latent_dim']}-D latent on {summary['data']} "
+             f"{summary['image_size']}x{summary['image_size']}; {summary['params']:,} parameters; best epoch "
+             f"{summary['best_epoch']} of {summary['epochs_run']}.")
     rep.table([{"split": s, **{k: summary["splits"][s][k] for k in TERMS}} for s in SPLITS],
               columns=["split", *TERMS])
     rep.text(TERM_TEXT)
     k = summary["iwae_k"]
     rep.table([{"test ELBO": summary["test/elbo"], f"test IWAE (k={k})": summary["test/iwae"],
                 "IWAE - ELBO": summary["iwae_gap"]}])
-    rep.text(f"The IWAE bound (Burda et al., 2016) with k importance samples from q(z|x) equals the ELBO in "
-             f"expectation for k = 1 and rises towards log p(x) as k grows; with k = {k} it is the test "
-             f"log-likelihood estimate. Its gap to the ELBO is the part of the bound lost to an imperfect posterior.")
-    rep.figure(_iwae_figure(summary["iwae_by_k"], summary["test/elbo"]), "iwae_by_k")
+    rep.text(f"The IWAE bound (Burda et al., 2016) with k = {k} importance samples from q(z|x) equals the ELBO "
+             "in expectation for k = 1 and tightens as k grows; its gap to the ELBO is the part of the bound lost "
+             "to an imperfect posterior. " + iwae_meaning(binary))
+    rep.figure(_iwae_figure(summary["iwae_by_k"], summary["test/elbo"], binary), "iwae_by_k")
 
 
 def _picture_sections(rep: Report, pics: dict[str, np.ndarray], summary: dict) -> None:
@@ -84,26 +100,15 @@ def _picture_sections(rep: Report, pics: dict[str, np.ndarray], summary: dict) -
                    f"z2 bottom to top.")
 
 
-def single_report(run: Run) -> Path:
-    saved, summary, rows = run.read_config(), run.read_summary(), run.read_metrics()
-    cfg = saved["config"]
-    rep = Report(f"vae: {summary['arch']}, latent {summary['latent_dim']}",
-                 f"profile {saved['profile']} · {summary['data']} {summary['image_size']}x{summary['image_size']} "
-                 f"· {run.path}", plots_dir=run.plots_dir)
+def report_sections(rep: Report, run: Run) -> None:
+    summary = run.read_summary()
     _bounds_section(rep, summary)
-    rep.text(f"Best epoch {summary['best_epoch']} of {summary['epochs_run']} (by {cfg['train']['monitor']}); "
-             f"{summary['time_per_epoch']:.2f} s per training epoch; {summary['params']:,} parameters.")
-    rep.section("Training curves")
-    rep.figure(plots.plot_metric_grid(_epochs(rows), list(TERMS)), "curves", TERM_TEXT)
     _picture_sections(rep, _pictures(run.path), summary)
     rep.section("KL per latent dimension")
     rep.figure(plots.plot_bars({f"z{i + 1}": v for i, v in enumerate(summary["kl_per_dim"])},
                                title="Mean KL per dimension (test)", ylabel="nats"), "kl_per_dim")
     rep.text(f"{summary['active_units']} of {summary['latent_dim']} units are active (variance over the test set "
              f"of their posterior mean above 0.01); the others stay at the prior and carry no information.")
-    rep.section("Configuration")
-    rep.details("config.json", json.dumps(saved, indent=2))
-    return rep.write(run.path / "report.html")
 
 
 def _point_row(label: str, s: dict) -> dict:
@@ -112,38 +117,29 @@ def _point_row(label: str, s: dict) -> dict:
             "test/kl": s["test/kl"], "active units": s["active_units"], "s/epoch": s["time_per_epoch"]}
 
 
-def _per_run_pictures(rep: Report, points: list[tuple[str, Path]], summaries: list[dict]) -> None:
+def _per_run_pictures(rep: Report, points: list[Point]) -> None:
     rep.section("Samples and latent maps of each run")
-    for i, ((label, d), s) in enumerate(zip(points, summaries)):
-        pics = _pictures(d)
+    for i, p in enumerate(points):
+        pics = _pictures(p.path)
         if not pics:
             continue
-        rep.figure(plots.image_mosaic(pics["samples"], ncols=8, title=f"{label}: samples"), f"samples_{i}")
+        rep.figure(plots.image_mosaic(pics["samples"], ncols=8, title=f"{p.label}: samples"),
+                   "samples" if i == 0 else f"samples_{i}")
         rep.figure(plots.plot_embedding(pics["latent"], pics["labels"], DIGIT_CLASSES,
-                                        title=f"{label}: {s['latent_map']}"), f"latent_map_{i}")
+                                        title=f"{p.label}: {p.summary['latent_map']}"), f"latent_map_{i}")
 
 
-def sweep_report(points: list[tuple[str, Path]], out: Path) -> Path:
-    out = Path(out)
-    summaries = [read_json(d / "summary.json") for _, d in points]
-    rows = [_point_row(label, s) for (label, _), s in zip(points, summaries)]
-    rep = Report("vae: comparison", f"{len(points)} runs · {out}", plots_dir=out / "plots")
+def sweep_sections(rep: Report, points: list[Point]) -> dict:
+    rows = [_point_row(p.label, p.summary) for p in points]
+    binary = all(p.summary.get("binary_pixels", False) for p in points)
     rep.section("Test bounds (best checkpoint of each run)")
     rep.table(rows, highlight_best={"test/elbo": "max", "test/iwae": "max", "test/recon": "min", "s/epoch": "min"})
-    rep.text(TERM_TEXT + f" IWAE with k = {summaries[0]['iwae_k']} samples.")
+    rep.text(TERM_TEXT + f" IWAE with k = {points[0].summary['iwae_k']} samples. " + iwae_meaning(binary))
     ranked = sorted(rows, key=lambda r: -r["test/iwae"])
-    rep.text("Ranked by the test log-likelihood estimate: "
+    rep.text(f"Ranked by the test IWAE bound ({'log-likelihood estimate' if binary else 'Bernoulli score'}): "
              + ", ".join(f"{r['run']} ({r['test/iwae']:.2f})" for r in ranked) + ".")
-    for label, d in points:
-        rep.link(os.path.relpath(d / "report.html", out), f"report of {label}")
-    rep.section("Curves")
-    curves = {label: _epochs(Run(d).read_metrics()) for label, d in points}
-    rep.figure(plots.plot_overlaid_grid(curves, ["val/elbo", "val/recon", "val/kl", "train/elbo"]), "curves")
-    rep.figure(plots.plot_lines_per_group({label: sorted(s["kl_per_dim"], reverse=True)
-                                           for (label, _), s in zip(points, summaries)},
+    rep.figure(plots.plot_lines_per_group({p.label: sorted(p.summary["kl_per_dim"], reverse=True) for p in points},
                                           title="KL per latent dimension, largest first", xlabel="rank",
                                           ylabel="nats"), "kl_per_dim")
-    _per_run_pictures(rep, points, summaries)
-    summary = {"points": rows, "best": ranked[0]["run"], **{k: v for k, v in ranked[0].items() if "/" in k}}
-    write_json(out / "summary.json", summary)
-    return rep.write(out / "report.html")
+    _per_run_pictures(rep, points)
+    return {"best": ranked[0]["run"], **{k: v for k, v in ranked[0].items() if "/" in k}}

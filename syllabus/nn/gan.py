@@ -7,7 +7,7 @@ one logit per image, (B,), and split into `forward_features` / `forward_head`.
 Also here, written from scratch, the pieces of the usual GAN mitigations that live in
 the networks or act on their inputs: spectral normalisation (Miyato et al. 2018),
 minibatch standard deviation (Karras et al. 2018) and differentiable augmentation
-(Zhao et al. 2020). The training step with its two optimizers is `syllabus.gan_train`.
+(Zhao et al. 2020). The training step with its two optimizers is `syllabus.gan_step`.
 """
 
 from __future__ import annotations

@@ -116,6 +116,9 @@ class StepContext:
         return obj
 
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """`tensor` from every process (of a loader from `prepare_eval`); itself on one process."""
+        if self.accelerator.num_processes == 1:
+            return tensor
         return self.accelerator.gather_for_metrics(tensor)
 
     def prepare_eval(self, loader: DataLoader) -> DataLoader:
