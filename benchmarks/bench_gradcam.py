@@ -5,8 +5,9 @@
 Both explain the same (B, 3, S, S) batch for the same classes and return (B, S, S) maps
 normalised to [0, 1] (they agree to 1e-4, see tests/test_gradcam.py). The model is the
 `resnet-norms` ResNet (6n+2 layers, our batch normalisation) in eval mode; the layer sets
-are the last stage's 2n convolutions (the experiment's default) and its last convolution
-alone. Each call registers and removes its hooks (a negligible cost, the same for both). Calls
+are the last stage's 2n convolutions (the experiment's default), its last convolution alone,
+and the last convolutions of the second and third stages (two resolutions, each map resized
+to the input before averaging). Each call registers and removes its hooks (a negligible cost, the same for both). Calls
 alternate after a warm-up; the table gives median milliseconds per batch.
 """
 
@@ -63,7 +64,9 @@ def main(argv: list[str] | None = None) -> None:
           f"median of {args.repeats}, freed memory kept: {kept}, load average before: {os.getloadavg()[0]:.2f}\n")
     print("| layers | ours ms | pytorch-grad-cam ms | ratio (ours/theirs) |")
     print("|---|---:|---:|---:|")
-    for layers in (last_stage_convs(model), last_stage_convs(model)[-1:]):
+    last = last_stage_convs(model)
+    mixed = [f"stages.1.{args.n - 1}.conv2", last[-1]]  # 1/2 and 1/4 of the input resolution
+    for layers in (last, last[-1:], mixed):
         t_ours, t_theirs = compare(model, layers, x, targets, args.repeats, args.warmup)
         print(f"| {', '.join(layers)} | {t_ours:.1f} | {t_theirs:.1f} | {t_ours / t_theirs:.2f} |")
 

@@ -1,11 +1,14 @@
 """Forward + backward time of our normalisation layers against torch's built-in ones, on CPU.
 
     python benchmarks/bench_norms.py [--batch 64 --channels 32 --size 32 --repeats 50 --threads 2]
-                                     [--stat min] [--keep-freed-memory] [--norms bn,gn]
+                                     [--stat min] [--clock cpu] [--keep-freed-memory] [--norms bn,gn] [--eager]
 
 Each pair runs on the same input and upstream gradient in one process. After a warm-up, the
 calls of ours and torch's alternate (so that load from other processes hits both alike) and
-the table reports the median time of each, as a Markdown table.
+the table reports the median time of each, as a Markdown table. Training inputs of 2^20
+elements or more take our `torch.compile`d path (see `syllabus.nn.norms._CompiledPath`); the
+"first call" column is our first forward + backward, its compile included. `--eager` times
+the hand-written eager path instead.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from syllabus.nn import norms
 from syllabus.nn.norms import get_norm_layer
 
 STATS: dict[str, Callable[[list[float]], float]] = {"median": statistics.median, "min": min}
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.thread_time}
 
 
 def keep_freed_memory() -> bool:
@@ -65,8 +70,9 @@ def step_fn(layer: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> Callable[[
 
 
 def time_pair(ours: Callable[[], None], theirs: Callable[[], None], repeats: int, warmup: int,
-              stat: Callable[[list[float]], float] = statistics.median) -> tuple[float, float]:
-    """`stat` (median) of the milliseconds per call of each, the calls alternating."""
+              stat: Callable[[list[float]], float] = statistics.median,
+              clock: Callable[[], float] = time.perf_counter) -> tuple[float, float]:
+    """`stat` (median) of the milliseconds per call of each, the calls alternating; `clock` in seconds."""
     for _ in range(warmup):
         ours()
         theirs()
@@ -75,9 +81,9 @@ def time_pair(ours: Callable[[], None], theirs: Callable[[], None], repeats: int
         order = (0, 1) if i % 2 == 0 else (1, 0)
         for which in order:
             fn = (ours, theirs)[which]
-            start = time.perf_counter()
+            start = clock()
             fn()
-            times[which].append((time.perf_counter() - start) * 1e3)
+            times[which].append((clock() - start) * 1e3)
     return stat(times[0]), stat(times[1])
 
 
@@ -93,10 +99,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--norms", default="bn,in,ln,gn,bin", help="comma-separated subset")
     parser.add_argument("--stat", choices=("median", "min"), default="median",
                         help="min: the least disturbed call, when other processes share the CPU")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: this thread's CPU time (with --threads 1), blind to time spent waiting for a core")
+    parser.add_argument("--eager", action="store_true", help="our hand-written eager path, never compiled")
     parser.add_argument("--keep-freed-memory", action="store_true",
                         help="glibc: reuse freed memory rather than fault in new pages (see keep_freed_memory)")
     args = parser.parse_args(argv)
     kept = args.keep_freed_memory and keep_freed_memory()
+    norms._COMPILED.enabled = not args.eager
+    norms.MIN_COMPILED_NUMEL = 0  # the compiled path at any size (training uses it from 8M elements on)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -105,15 +116,21 @@ def main(argv: list[str] | None = None) -> None:
     grad = torch.randn(shape)  # (B, C, H, W)
     layers = reference_layers(args.channels, args.size, args.groups)
     print(f"input {tuple(shape)} float32, {args.threads} threads, torch {torch.__version__}, "
-          f"{args.stat} of {args.repeats} (forward + backward), freed memory kept: {kept}, "
-          f"load average before: {os.getloadavg()[0]:.2f}\n")
-    print("| norm | ours ms | torch ms | ratio (ours/torch) | torch layer |")
-    print("|---|---:|---:|---:|---|")
+          f"{args.stat} of {args.repeats} (forward + backward, {args.clock} clock), freed memory kept: {kept}, "
+          f"ours: {'eager' if args.eager else 'compiled'}, load average before: {os.getloadavg()[0]:.2f}\n")
+    print("| norm | ours ms | torch ms | ratio (ours/torch) | first call s | torch layer |")
+    print("|---|---:|---:|---:|---:|---|")
     for name in args.norms.split(","):
         ours, theirs, label = layers[name]
-        t_ours, t_torch = time_pair(step_fn(ours.train(), x, grad), step_fn(theirs.train(), x, grad),
-                                    args.repeats, args.warmup, STATS[args.stat])
-        print(f"| {name} | {t_ours:.2f} | {t_torch:.2f} | {t_ours / t_torch:.2f} | {label} |")
+        step = step_fn(ours.train(), x, grad)
+        start = time.perf_counter()
+        step()
+        first = time.perf_counter() - start
+        t_ours, t_torch = time_pair(step, step_fn(theirs.train(), x, grad), args.repeats, args.warmup,
+                                    STATS[args.stat], CLOCKS[args.clock])
+        print(f"| {name} | {t_ours:.2f} | {t_torch:.2f} | {t_ours / t_torch:.2f} | {first:.1f} | {label} |")
+    if norms._COMPILED.failure:
+        print(f"\ncompilation failed, ours ran eagerly: {norms._COMPILED.failure}")
 
 
 if __name__ == "__main__":

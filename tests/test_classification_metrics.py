@@ -45,12 +45,13 @@ def _sklearn_f1(y_true, y_pred, k, average):
 def test_matches_sklearn(case):
     y_true, y_pred, k = case
     got = classification_metrics(y_true, y_pred, k)
-    assert got["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred), abs=1e-12)
-    assert got["micro_f1"] == pytest.approx(_sklearn_f1(y_true, y_pred, k, "micro"), abs=1e-12)
-    assert got["macro_f1"] == pytest.approx(_sklearn_f1(y_true, y_pred, k, "macro"), abs=1e-12)
-    assert accuracy(y_true, y_pred) == got["accuracy"]
-    assert micro_f1(y_true, y_pred, k) == got["micro_f1"]
-    assert macro_f1(y_true, y_pred, k) == got["macro_f1"]
+    expected = {"accuracy": skm.accuracy_score(y_true, y_pred), "micro_f1": _sklearn_f1(y_true, y_pred, k, "micro"),
+                "macro_f1": _sklearn_f1(y_true, y_pred, k, "macro")}
+    singles = {"accuracy": accuracy(y_true, y_pred), "micro_f1": micro_f1(y_true, y_pred, k),
+               "macro_f1": macro_f1(y_true, y_pred, k)}
+    for name, value in expected.items():  # the combined call and each function alone, against sklearn
+        assert got[name] == pytest.approx(value, abs=1e-12), name
+        assert singles[name] == pytest.approx(value, abs=1e-12), name
     np.testing.assert_array_equal(
         confusion_matrix(y_true, y_pred, k),
         skm.confusion_matrix(y_true, y_pred, labels=list(range(k))),

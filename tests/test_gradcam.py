@@ -60,6 +60,35 @@ def test_matches_pytorch_grad_cam(layers, targets):
     assert torch.equal(ours.targets, expected_targets)
 
 
+@pytest.mark.parametrize("layers", [["stages.1.0.conv2", "stages.2.0.conv2"],
+                                    ["stages.1.0.conv1", "stages.2.0.conv1", "stages.1.0.conv2", "stages.2.0.conv2"]])
+def test_matches_pytorch_grad_cam_at_mixed_resolutions(layers):
+    """Layers at 16x16 and 8x8 of a 32x32 input: each map is resized to the input before averaging,
+    as the library does (resizing to 16x16 first, then to the input, differs by up to about 0.2)."""
+    model = small_resnet(4)
+    x, targets = torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 2, 3, 4, 1])
+    with GradCAM(model, layers) as cam:
+        ours = cam(x, targets)
+    assert ours.maps.shape == (6, 32, 32) and ours.layer_maps.shape == (6, 16, 16)
+    np.testing.assert_allclose(ours.maps.numpy(), reference(model, layers, x, targets, (32, 32)), atol=1e-4)
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_matches_pytorch_grad_cam_without_normalisation(residual):
+    """With model.norm=none a ReLU follows each convolution directly: it must not overwrite the
+    convolution's saved output (an in-place ReLU made the conv1 maps those of ReLU(A))."""
+    torch.manual_seed(3)
+    model = ResNet(5, n=1, widths=(4, 8, 16), norm_layer=get_norm_layer("none"), residual=residual)
+    layers = ["stages.2.0.conv1", "stages.2.0.conv2"]
+    x, targets = torch.randn(8, 3, 32, 32), torch.tensor([0, 1, 2, 3, 4, 0, 2, 4])
+    for layer in layers:
+        with GradCAM(model, [layer]) as cam:
+            ours = cam(x, targets)
+        assert (ours.layer_maps.amax((1, 2)) > 0.999).sum() >= 6  # not a test of empty maps
+        np.testing.assert_allclose(ours.layer_maps.numpy(), reference(model, [layer], x, targets, (8, 8)),
+                                   atol=1e-4)
+
+
 def test_equals_cam_for_a_global_average_pool_and_linear_head():
     """With logits = W mean_ij(A), dy_c/dA_k = W_ck / hw, so the map is ReLU(sum_k W_ck A_k) / hw."""
     torch.manual_seed(1)

@@ -61,3 +61,21 @@ def test_our_bn_trains_like_torch_batchnorm():
     ours.eval(), ref.eval()
     x = torch.randn(4, 3, 32, 32, generator=g)
     torch.testing.assert_close(ours(x), ref(x), atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_no_layer_output_is_modified_in_place(residual):
+    """Hooks (Grad-CAM's) see each layer's output as it was returned, even without normalisation."""
+    torch.manual_seed(0)
+    model = ResNet(3, n=1, norm_layer=get_norm_layer("none"), residual=residual)
+    seen = []
+
+    def keep(module, inputs, output):
+        seen.append((module, output, output.clone()))
+
+    for m in model.modules():
+        if not list(m.children()):  # every leaf layer
+            m.register_forward_hook(keep)
+    model(torch.randn(2, 3, 16, 16))
+    changed = [type(m).__name__ for m, out, copy in seen if not torch.equal(out, copy)]
+    assert len(seen) > 10 and changed == []

@@ -20,9 +20,9 @@ import torch
 import torchvision.transforms.v2 as T
 from PIL import Image, UnidentifiedImageError
 from torchvision.datasets import ImageFolder
-from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.datasets.vision import StandardTransform
 
+from syllabus.data.folder_check import cache_file, check_images, image_files, refuse_shared_files, scan_classes
 from syllabus.data.paths import data_dir
 from syllabus.errors import UsageError
 
@@ -48,8 +48,8 @@ def load_rgb(path: str) -> Image.Image:
         raise UsageError(f"corrupt image: {path} ({err}); delete or replace it") from err
 
 
-def verify_images(root: str | Path) -> int:
-    """Cheaply check every image file under ``root`` with PIL's ``verify()``.
+def verify_images(root: str | Path, cache: Path | None = None) -> int:
+    """Cheaply check every image file under ``root`` with PIL's ``verify()`` (see `check_images`).
 
     ``verify()`` reads headers and structure without decoding pixels, so it catches
     garbage and most damaged files, not every truncation (``load_rgb`` catches the rest).
@@ -58,20 +58,9 @@ def verify_images(root: str | Path) -> int:
         The number of files checked.
 
     Raises:
-        UsageError: naming the corrupt files (the first five) and how many there are.
+        UsageError: naming every corrupt file.
     """
-    files = sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
-    bad = []
-    for path in files:
-        try:
-            with Image.open(path) as image:
-                image.verify()
-        except Exception:  # noqa: BLE001 - PIL raises many types; any of them means corrupt
-            bad.append(str(path))
-    if bad:
-        shown = ", ".join(bad[:5]) + (", ..." if len(bad) > 5 else "")
-        raise UsageError(f"{len(bad)} corrupt image(s) under {root}: {shown}; delete or replace them")
-    return len(files)
+    return check_images(image_files(Path(root)), cache)
 
 
 def birds_transform(image_size: int = 256, augment: bool = False) -> Callable:
@@ -111,11 +100,26 @@ def find_birds_root(root: str | Path | None) -> Path:
     return find_layout(root)[0]
 
 
-def _folder(path: Path, transform: Callable) -> ImageFolder:
+class _ScannedFolder(ImageFolder):
+    """An ImageFolder over classes and samples found by `scan_classes` (no second walk of the tree)."""
+
+    def __init__(self, root: Path, classes: list[str], samples: list[tuple[str, int]], transform: Callable):
+        self._scanned = classes, samples
+        super().__init__(str(root), transform=transform, loader=load_rgb)
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        classes = self._scanned[0]
+        return classes, {name: i for i, name in enumerate(classes)}
+
+    def make_dataset(self, directory: str, class_to_idx: dict[str, int], *args, **kwargs) -> list[tuple[str, int]]:
+        return list(self._scanned[1])
+
+
+def _scan(path: Path) -> tuple[list[str], list[tuple[str, int]]]:
     try:
-        return ImageFolder(path, transform=transform, loader=load_rgb)
-    except FileNotFoundError as err:  # no class folders, or no images in them
-        raise _not_found(f"no class folders with images in {path}") from err
+        return scan_classes(path)
+    except UsageError as err:
+        raise UsageError(f"birds: {err}; expected {LAYOUT}; pass {ROOT_KEY}") from None
 
 
 def _subset(folder: ImageFolder, indices, transform: Callable) -> ImageFolder:
@@ -135,20 +139,37 @@ def _carve_test(train: ImageFolder, fraction: float, seed: int) -> tuple[np.ndar
 
     if not 0 < fraction < 1:
         raise UsageError(f"birds test_fraction must be between 0 and 1, got {fraction}")
+    _check_stratifiable(train, fraction)
     try:
         keep, test = train_test_split(
             np.arange(len(train)), test_size=fraction, stratify=train.targets, random_state=seed
         )
-    except ValueError as err:  # too few images per class for the fraction
+    except ValueError as err:  # a case _check_stratifiable does not foresee
         raise UsageError(f"birds: cannot carve a stratified test split ({err})") from err
     return np.sort(keep), np.sort(test)
 
 
-def _check_classes(folders: dict[str, ImageFolder]) -> None:
-    reference = folders["train"].classes
-    for split, folder in folders.items():
-        if folder.classes != reference:
-            differ = sorted(set(folder.classes) ^ set(reference))
+def _check_stratifiable(train: ImageFolder, fraction: float) -> None:
+    """Each class needs 2 images, and both parts one image per class (sklearn's conditions)."""
+    counts = np.bincount(train.targets, minlength=len(train.classes))  # (K,)
+    n, k = len(train), len(train.classes)
+    n_test = int(np.ceil(fraction * n))
+    smallest = int(counts.argmin())
+    asked = f"a stratified test split of data.test_fraction={fraction:g} ({n_test} of {n} train images)"
+    if counts[smallest] < 2:
+        raise UsageError(f"birds: cannot carve {asked}: class {train.classes[smallest]!r} has "
+                         f"{counts[smallest]} image(s) in train and each class needs at least 2")
+    if n_test < k or n - n_test < k:
+        low, high = k / n, 1 - k / n
+        raise UsageError(f"birds: cannot carve {asked}: with {k} classes both parts need at least {k} images "
+                         f"(one per class), so data.test_fraction must lie between {low:.3g} and {high:.3g}")
+
+
+def _check_classes(scans: dict[str, tuple[list[str], list]]) -> None:
+    reference = scans["train"][0]
+    for split, (classes, _) in scans.items():
+        if classes != reference:
+            differ = sorted(set(classes) ^ set(reference))
             raise UsageError(f"birds: {split} classes differ from train classes: {', '.join(differ)}")
 
 
@@ -158,6 +179,7 @@ def birds_splits(
     test_fraction: float = 0.1,
     seed: int = 0,
     augment: bool = False,
+    verify: bool = True,
 ) -> tuple[dict[str, ImageFolder], dict]:
     """The train/val/test ImageFolders and what was done to make them.
 
@@ -167,6 +189,7 @@ def birds_splits(
         test_fraction: share of ``train`` carved off as ``test`` in the Kaggle layout.
         seed: seed of that stratified carve.
         augment: random resized crops and flips on ``train`` (``val``/``test`` never).
+        verify: header-check every image first (cached by size and mtime, see `check_images`).
 
     Returns:
         ``({"train", "val", "test"}: ImageFolder, split_info)``; each dataset has
@@ -174,10 +197,15 @@ def birds_splits(
         root, layout, counts and, for a carved test split, its seed, fraction and files.
     """
     base, dirs = find_layout(root)
+    scans = {s: _scan(path) for s, path in dirs.items()}  # (classes, samples)
+    _check_classes(scans)
+    refuse_shared_files({s: samples for s, (_, samples) in scans.items()})
+    if verify:
+        check_images((p for _, samples in scans.values() for p, _ in samples), cache_file(base, data_dir()))
     plain = birds_transform(image_size, augment=False)
     train_transform = birds_transform(image_size, augment) if augment else plain
-    folders = {s: _folder(path, train_transform if s == "train" else plain) for s, path in dirs.items()}
-    _check_classes(folders)
+    folders = {s: _ScannedFolder(dirs[s], *scan, train_transform if s == "train" else plain)
+               for s, scan in scans.items()}
     info = {"dataset": "birds", "root": str(base), "classes": folders["train"].classes}
     if "test" in folders:
         info["layout"] = "train/val/test"

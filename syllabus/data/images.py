@@ -117,7 +117,8 @@ def image_splits(cfg: ImageDataConfig, with_masks: bool = False) -> ImageSplits:
 
         root = _birds_root(cfg)
         splits, info = birds_splits(root, cfg.image_size, cfg.test_fraction, cfg.seed, cfg.augment)
-        plain = birds_splits(root, cfg.image_size, cfg.test_fraction, cfg.seed, False)[0] if cfg.augment else splits
+        plain = birds_splits(root, cfg.image_size, cfg.test_fraction, cfg.seed, False, verify=False)[0] \
+            if cfg.augment else splits  # the same files, already checked
         return ImageSplits(splits, plain, list(splits["train"].classes), info,
                            _unnormalize(IMAGENET_MEAN, IMAGENET_STD))
     from syllabus.data.shapes import shapes_splits

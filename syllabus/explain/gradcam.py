@@ -6,10 +6,11 @@ For a target class c with score y_c (the logit) and the output A of a chosen lay
     w_k = mean over (i, j) of d y_c / d A_k[i, j]          (eq. 1: global-average-pooled gradient)
 
 and the map is ReLU(sum_k w_k A_k), (B, h, w) (eq. 2). With several layers, each layer's map is
-min-max normalised per image, brought to the finest of their resolutions and averaged, and the
-mean is normalised again (pytorch-grad-cam's aggregation, so layers of different scale count
-alike). The result is upsampled bilinearly to the input and min-max normalised per image into
-[0, 1]; a map that is zero everywhere (no positive evidence at all) stays zero.
+min-max normalised per image and upsampled bilinearly to the input, the maps are averaged and the
+mean is min-max normalised per image into [0, 1] again (pytorch-grad-cam's aggregation, so layers
+of different scale count alike, and its maps to 1e-4 at any mix of resolutions). A map that is
+zero everywhere (no positive evidence at all) stays zero. `layer_maps` is the same aggregation at
+the finest of the layers' resolutions (the map before upsampling when they all share one).
 
     with GradCAM(model, ["stages.2.1.conv2"]) as cam:
         out = cam(x, targets=y)   # out.maps (B, H, W) in [0, 1]; out.logits (B, K)
@@ -43,7 +44,7 @@ class CamOutput:
     """What one Grad-CAM call returns (all detached).
 
     maps: (B, H, W) in [0, 1], at the input's resolution.
-    layer_maps: (B, h, w) in [0, 1], the aggregated map before upsampling.
+    layer_maps: (B, h, w) in [0, 1], the aggregated map at the finest of the layers' resolutions.
     logits: (B, K) of the forward pass that was explained.
     targets: (B,) the class explained in each image.
     """
@@ -126,11 +127,19 @@ def resize(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
-def aggregate(layer_maps: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Normalise each layer's (B, h_l, w_l) map, resize to the finest, average, normalise. -> (B, h, w)."""
-    size = max((tuple(m.shape[-2:]) for m in layer_maps), key=lambda s: s[0] * s[1])
-    stacked = torch.stack([resize(normalise(m), size) for m in layer_maps])  # (L, B, h, w)
-    return normalise(stacked.mean(0))
+def aggregate(layer_maps: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """pytorch-grad-cam's aggregation: normalise each layer's (B, h_l, w_l) map, resize it to `size`,
+    average over layers, normalise. -> (B, *size).
+
+    Resizing is linear, so the normalised maps of layers that share a resolution are summed first
+    and resized once: one resize per resolution, not per layer.
+    """
+    sums: dict[tuple[int, int], torch.Tensor] = {}
+    for m in layer_maps:
+        key = (m.shape[-2], m.shape[-1])
+        sums[key] = sums[key] + normalise(m) if key in sums else normalise(m)  # (B, h_l, w_l)
+    total = sum(resize(s, size) for s in sums.values())  # (B, *size)
+    return normalise(total / len(layer_maps))
 
 
 class GradCAM:
@@ -192,8 +201,10 @@ class GradCAM:
                 grads = torch.autograd.grad(score, acts)
         finally:
             self._acts.clear()
-        layer_maps = aggregate([cam_from_gradients(a.detach(), g) for a, g in zip(acts, grads)])  # (B, h, w)
-        maps = normalise(resize(layer_maps, tuple(x.shape[-2:])))  # (B, H, W)
+        cams = [cam_from_gradients(a.detach(), g) for a, g in zip(acts, grads)]  # (B, h_l, w_l) each
+        finest = max((tuple(c.shape[-2:]) for c in cams), key=lambda hw: hw[0] * hw[1])
+        layer_maps = aggregate(cams, finest)  # (B, h, w)
+        maps = aggregate(cams, tuple(x.shape[-2:]))  # (B, H, W)
         return CamOutput(maps, layer_maps, logits.detach(), t)
 
     def _layer_outputs(self) -> list[torch.Tensor]:

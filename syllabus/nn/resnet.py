@@ -35,7 +35,7 @@ class BasicBlock(nn.Module):
         self.norm1 = norm_layer(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
         self.norm2 = norm_layer(out_channels)
-        self.act = nn.ReLU(inplace=True)
+        self.act = nn.ReLU()  # not in place: with norm "none" it would overwrite conv1's output, which hooks see
         self.residual = residual
         self.shortcut: nn.Module = nn.Identity()
         if residual and (stride != 1 or in_channels != out_channels):
@@ -60,18 +60,23 @@ class ResNet(nn.Module):
         norm_layer: constructor taking a channel count (see `syllabus.nn.norms.get_norm_layer`).
         widths: filters of the three stages.
         in_channels: image channels.
-        residual: False builds the same network without shortcuts.
+        residual: False builds the same network without shortcuts; a sequence of n * len(widths)
+            flags, block by block and stage by stage, removes them only where False.
     """
 
     def __init__(self, num_classes: int, n: int = 2, norm_layer: NormLayer = nn.BatchNorm2d,
-                 widths: Sequence[int] = (16, 32, 64), in_channels: int = 3, residual: bool = True):
+                 widths: Sequence[int] = (16, 32, 64), in_channels: int = 3, residual: bool | Sequence[bool] = True):
         super().__init__()
+        flags = [residual] * (n * len(widths)) if isinstance(residual, bool) else [bool(r) for r in residual]
+        if len(flags) != n * len(widths):
+            raise ValueError(f"residual: {len(flags)} flags for {n * len(widths)} blocks")
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), norm_layer(widths[0]), nn.ReLU(inplace=True)
+            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), norm_layer(widths[0]), nn.ReLU()
         )
         stages, c = [], widths[0]
         for i, w in enumerate(widths):
-            blocks = [BasicBlock(c if j == 0 else w, w, 2 if (i > 0 and j == 0) else 1, norm_layer, residual)
+            blocks = [BasicBlock(c if j == 0 else w, w, 2 if (i > 0 and j == 0) else 1, norm_layer,
+                                 flags[i * n + j])
                       for j in range(n)]
             stages.append(nn.Sequential(*blocks))
             c = w
