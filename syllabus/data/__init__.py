@@ -12,6 +12,8 @@ from pathlib import Path
 from syllabus.data.birds import birds_location, birds_present, prepare_birds
 from syllabus.data.digits import mnist_location, mnist_present, prepare_digits, prepare_mnist
 from syllabus.data.paths import data_dir
+from syllabus.data.clevrtex import clevrtex_location, clevrtex_present, prepare_clevrtex
+from syllabus.data.scenes import prepare_scenes, scenes_location, scenes_present
 from syllabus.data.shapes import prepare_shapes, shapes_location, shapes_present
 from syllabus.registry import Registry
 
@@ -70,5 +72,10 @@ register(DatasetEntry("digits", "embedded", "scikit-learn's 1,797 real handwritt
                       lambda _: Path("sklearn.datasets.load_digits"), lambda _: True, prepare_digits))
 register(DatasetEntry("mnist", "real", "MNIST handwritten digits (torchvision)",
                       mnist_location, mnist_present, prepare_mnist))
+
+register(DatasetEntry("scenes", "embedded", "procedural multi-object scenes with instance masks",
+                      scenes_location, scenes_present, prepare_scenes))
+register(DatasetEntry("clevrtex", "real", "CLEVRTex (official layout), --set data.root=...",
+                      clevrtex_location, clevrtex_present, prepare_clevrtex))
 
 __all__ = ["DATASETS", "DatasetEntry", "data_dir", "get_dataset_entry", "register"]

@@ -1,0 +1,167 @@
+"""`slot-attention`: object discovery with Slot Attention (Locatello et al. 2020; assignment 2A).
+
+A CNN encoder with a 2D position embedding feeds K slots (learned-Gaussian initialisation,
+T iterations of attention with a softmax over slots, GRU and residual MLP); a spatial broadcast
+decoder turns each slot into RGB and a mask logit; masks are a softmax over slots and the image
+is the sum of masks x contents, trained on the mean squared error. The best checkpoint (by
+val/loss) is scored with ARI, FG-ARI and mIoU against the ground-truth instance masks, beside
+three learning-free baselines, and used for compositional generation: the slots of training
+images are clustered by k-means into K groups, new scenes take one slot of each, and their
+Fréchet distance to validation images is reported beside that of reconstructions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from syllabus.config import nested, ranged
+from syllabus.data.scenes import SceneDataConfig, check_scene_data, scene_splits
+from syllabus.experiments import Experiment, register
+from syllabus.experiments.slot_attention_eval import ANCHORS, evaluate_model, segment_batches
+from syllabus.experiments.slot_attention_report import report_sections, sweep_sections
+from syllabus.metrics.ari import segment_scores
+from syllabus.nn.slot_attention import BroadcastDecoder, SlotAttentionAutoEncoder, SlotEncoder
+from syllabus.runs import Run
+from syllabus.train import StepContext, TrainConfig, Trainer, fit, fit_summary, load_best
+
+
+@dataclass
+class ModelConfig:
+    num_slots: int = ranged(7, 1)
+    slot_dim: int = ranged(64, 1)
+    iters: int = ranged(3, 1)
+    hidden_dim: int = ranged(128, 1)  # width of the slot MLP
+    encoder_channels: int = ranged(64, 1)
+    encoder_strides: tuple[int, ...] = (1, 1, 1, 1)  # the paper's; (2, 2, 1, 1) is 16x cheaper
+    kernel_size: int = ranged(5, 1)
+    decoder_channels: int = ranged(64, 1)
+    decoder_init: int = ranged(8, 1)  # side of the grid each slot is broadcast onto
+    decoder_res: int = ranged(0, 0)  # side where the decoder's convolutions stop; 0: the image size
+    implicit_grad: bool = False  # back-propagate through the last iteration only (Chang et al. 2022)
+
+
+@dataclass
+class EvalConfig:
+    n_images: int = ranged(0, 0)  # val (and test) images scored each epoch and at the end; 0: all
+    n_baseline: int = ranged(200, 1)  # val images on which the k-means baselines and ours are compared
+    library_images: int = ranged(1000, 1)  # training images whose slots form the library
+    n_generate: int = ranged(500, 2)  # composed scenes, compared with as many val images
+    n_show: int = ranged(6, 1)  # images in the report's figures
+    inception: bool = True  # clean-fid's Inception when its weights are on disk, else the offline space
+    batch_size: int = ranged(64, 1)
+
+
+def _train(**kw) -> TrainConfig:
+    defaults = dict(optimizer="adam", lr=4e-4, weight_decay=0.0, schedule="constant", monitor="val/loss",
+                    monitor_mode="min", grad_clip=1.0)
+    return TrainConfig(**{**defaults, **kw})
+
+
+@dataclass
+class Config:
+    data: SceneDataConfig = nested(SceneDataConfig)
+    model: ModelConfig = nested(ModelConfig)
+    train: TrainConfig = field(default_factory=_train)
+    eval: EvalConfig = nested(EvalConfig)
+    seed: int = 0
+
+
+def smoke() -> Config:
+    model = ModelConfig(num_slots=4, slot_dim=16, hidden_dim=16, encoder_channels=8, encoder_strides=(2, 1),
+                        kernel_size=3, decoder_channels=8, decoder_init=8, decoder_res=16)
+    return Config(data=SceneDataConfig(image_size=32, n_train=24, n_val=8, n_test=8, max_objects=3), model=model,
+                  train=_train(epochs=2, batch_size=8, lr=1e-3, log_every=1),
+                  eval=EvalConfig(n_baseline=4, library_images=8, n_generate=6, n_show=2, inception=False,
+                                  batch_size=8))
+
+
+def quick() -> Config:
+    """64 px scenes, a CPU-sized model (N = 16 x 16 inputs, decoder at 16 px), 750 steps: about 3 minutes."""
+    model = ModelConfig(slot_dim=64, encoder_channels=32, encoder_strides=(2, 2, 1, 1), decoder_channels=32,
+                        decoder_res=16)
+    return Config(data=SceneDataConfig(image_size=64, n_train=2000, n_val=300, n_test=300), model=model,
+                  train=_train(epochs=6, steps_per_epoch=125, batch_size=16, lr=1e-3, warmup_steps=100,
+                               log_every=25),
+                  eval=EvalConfig(n_baseline=100, library_images=300, n_generate=300))
+
+
+def full() -> Config:
+    """CLEVRTex at 128 px, K = 11, the paper's model and optimisation (Adam 4e-4, warm-up, decay)."""
+    return Config(data=SceneDataConfig(name="clevrtex", image_size=128, num_workers=8),
+                  model=ModelConfig(num_slots=11),
+                  train=_train(epochs=200, batch_size=64, warmup_steps=10_000, schedule="exponential",
+                               gamma=0.9957, log_every=100),  # 0.5 per ~100k steps at 625 steps per epoch
+                  eval=EvalConfig(n_baseline=500, library_images=5000, n_generate=5000))
+
+
+def build_model(cfg: Config, summary: dict | None = None) -> SlotAttentionAutoEncoder:
+    m, size = cfg.model, cfg.data.image_size
+    encoder = SlotEncoder(m.num_slots, m.slot_dim, m.iters, m.encoder_channels, (size, size),
+                          tuple(m.encoder_strides), m.kernel_size, m.hidden_dim, m.implicit_grad)
+    decoder = BroadcastDecoder(m.slot_dim, (size, size), m.decoder_init, m.decoder_channels, m.decoder_res or None)
+    return SlotAttentionAutoEncoder(encoder, decoder)
+
+
+class SlotTrainer(Trainer):
+    """Reconstruction MSE on images scaled to [-1, 1]; val loss, ARI, FG-ARI and mIoU each epoch."""
+
+    def __init__(self, model: SlotAttentionAutoEncoder, val_loader: DataLoader):
+        self.model, self.val_loader = model, val_loader
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"model": self.model}
+
+    def train_step(self, batch, ctx: StepContext) -> dict[str, float]:
+        x = ctx.to_device(batch[0]) * 2 - 1  # (B, 3, H, W) in [-1, 1]
+        loss = F.mse_loss(self.model(x)["recon"], x)
+        ctx.update("main", loss)
+        return {"loss": loss.item()}
+
+    def evaluate(self, ctx: StepContext) -> dict[str, float]:
+        out = segment_batches(self.model, self.val_loader)
+        return {"loss": out["loss"], **segment_scores(out["true"], out["pred"])}
+
+
+def _first(ds, n: int):
+    return Subset(ds, range(min(n, len(ds)))) if n else ds
+
+
+def run(cfg: Config, run: Run) -> dict:
+    torch.manual_seed(cfg.seed)
+    splits, info = scene_splits(cfg.data)
+    workers = cfg.data.num_workers
+    train_loader = DataLoader(splits["train"], batch_size=cfg.train.batch_size, shuffle=True, drop_last=True,
+                              num_workers=workers)
+    eval_loaders = {s: DataLoader(_first(splits[s], cfg.eval.n_images), batch_size=cfg.eval.batch_size,
+                                  num_workers=workers) for s in ("val", "test")}
+    model = build_model(cfg)
+    trainer = SlotTrainer(model, eval_loaders["val"])
+    result = fit(trainer, train_loader, cfg.train, run, seed=cfg.seed)
+    load_best(run, {"model": model})
+    summary = evaluate_model(model.eval(), splits, eval_loaders, cfg, run)
+    summary.update(fit_summary(result, run, trainer), split_info=info, anchors=ANCHORS,
+                   num_slots=cfg.model.num_slots, feature_hw=list(model.encoder.feature_hw))
+    run.save_summary(summary)
+    return summary
+
+
+register(Experiment(
+    name="slot-attention",
+    title="Slot Attention object discovery: ARI / FG-ARI vs baselines, compositional generation",
+    profiles={"smoke": smoke, "quick": quick, "full": full},
+    run=run,
+    sections=report_sections,
+    sweep_sections=sweep_sections,
+    build_model=build_model,
+    check=lambda cfg: check_scene_data(cfg.data),
+    headline=["val/fg_ari", "val/ari", "val/miou", "best_baseline/fg_ari", "fd_generated", "fd_reconstruction"],
+    key_figure="reconstructions",
+    default_sweep={},
+    monitors=("val/loss", "val/ari", "val/fg_ari", "val/miou"),
+    budget_s=180,
+))

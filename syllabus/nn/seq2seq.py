@@ -1,0 +1,331 @@
+"""Sequence-to-sequence models from problem text to program tokens, written here.
+
+Encoders (problem -> memory (B, S, H) and a summary (B, H)):
+- `GloveEncoder`: GloVe word embeddings + a BiLSTM.
+- `BertEncoder`: a pretrained BERT (transformers), frozen or fine-tuned, projected to H.
+Both add a learned embedding of each token's number index (`n_i` -> i + 1, else 0).
+
+`LSTMDecoder`: an LSTM over program tokens, its state started from the encoder's summary,
+with or without Luong ("general") attention over the memory (Luong et al. 2015). `Seq2Seq`
+joins them and trains with teacher forcing probability p per step.
+Decoding state is a dict of batch-first tensors, so beam search (`syllabus.nn.beam`) can
+expand and reorder it without knowing the model.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from syllabus.programs.inputs import UNK_WORD, number_index, pad, word_offsets
+
+State = dict[str, torch.Tensor]
+
+
+class GloveEncoder(nn.Module):
+    """GloVe embeddings + number-index embeddings -> BiLSTM.
+
+    Args:
+        words: the input vocabulary (`<pad>` first); saved with the weights (extra state).
+        vectors: (len(words), E) initial embeddings (GloVe rows), or None for zeros (the
+            weights are loaded from a checkpoint afterwards).
+        hidden: H, the size of the memory (H/2 per direction).
+        layers: BiLSTM layers.
+        dropout: on embeddings and between layers.
+        max_numbers: number indices beyond this share index 0.
+        freeze_embeddings: keep the GloVe vectors fixed.
+    """
+
+    def __init__(self, words: list[str], vectors: torch.Tensor | None, hidden: int = 256, layers: int = 1,
+                 dropout: float = 0.2, max_numbers: int = 40, freeze_embeddings: bool = False):
+        super().__init__()
+        self.words, self.max_numbers, self.hidden = list(words), max_numbers, hidden
+        self.lookup = {w: i for i, w in enumerate(self.words)}
+        dim = vectors.shape[1] if vectors is not None else 50
+        self.embed = nn.Embedding(len(words), dim, padding_idx=0)
+        if vectors is not None:
+            self.embed.weight.data.copy_(vectors)
+        self.embed.weight.requires_grad_(not freeze_embeddings)
+        self.number = nn.Embedding(max_numbers + 1, dim)
+        self.drop = nn.Dropout(dropout)
+        self.rnn = nn.LSTM(dim, hidden // 2, layers, batch_first=True, bidirectional=True,
+                           dropout=dropout if layers > 1 else 0.0)
+
+    def get_extra_state(self) -> dict:
+        return {"words": self.words}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.words = list(state["words"])
+        self.lookup = {w: i for i, w in enumerate(self.words)}
+
+    def featurize(self, problem: str) -> dict:
+        words, offsets = word_offsets(problem)
+        unk = self.lookup[UNK_WORD]
+        return {"src": [self.lookup.get(w, unk) for w in words] or [unk],
+                "num": number_index(offsets, problem, self.max_numbers) or [0]}
+
+    def forward(self, batch: State) -> tuple[torch.Tensor, torch.Tensor]:
+        """memory (B, S, H), summary (B, H)."""
+        src, mask = batch["src"], batch["mask"]  # (B, S)
+        x = self.drop(self.embed(src) + self.number(batch["num"]))  # (B, S, E)
+        lengths = mask.sum(1).clamp(min=1).cpu()
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, (h, _) = self.rnn(packed)
+        memory, _ = pad_packed_sequence(out, batch_first=True, total_length=src.shape[1])  # (B, S, H)
+        summary = torch.cat([h[-2], h[-1]], dim=-1)  # last layer, both directions: (B, H)
+        return self.drop(memory), summary
+
+
+class BertEncoder(nn.Module):
+    """A pretrained BERT + number-index embeddings, projected to H.
+
+    Frozen, the BERT is held outside the module's parameters and state dict (it is loaded by
+    name, never checkpointed or trained) and its outputs may be cached (`batch["feats"]`).
+
+    Args:
+        bert: a transformers encoder model (`AutoModel`), with its `tokenizer`.
+        tokenizer: its fast tokenizer (offsets are needed to place the numbers).
+        hidden: H.
+        finetune: train the BERT too (give it a lower learning rate through parameter groups).
+        dropout: on the projected memory.
+        max_numbers: number indices beyond this share index 0.
+        max_tokens: longer problems are truncated.
+    """
+
+    def __init__(self, bert: nn.Module, tokenizer, hidden: int = 256, finetune: bool = False,
+                 dropout: float = 0.2, max_numbers: int = 40, max_tokens: int = 256):
+        super().__init__()
+        self.tokenizer, self.finetune = tokenizer, finetune
+        self.max_numbers, self.max_tokens, self.hidden = max_numbers, max_tokens, hidden
+        if finetune:
+            self.bert = bert
+        else:
+            object.__setattr__(self, "frozen_bert", bert.eval().requires_grad_(False))
+        dim = bert.config.hidden_size
+        self.proj = nn.Linear(dim, hidden)
+        self.number = nn.Embedding(max_numbers + 1, hidden)
+        self.drop = nn.Dropout(dropout)
+
+    @property
+    def encoder_model(self) -> nn.Module:
+        return self.bert if self.finetune else self.frozen_bert
+
+    def _apply(self, fn, recurse=True):  # .to(device) moves the frozen BERT as well
+        if not self.finetune:
+            self.frozen_bert._apply(fn)
+        return super()._apply(fn, recurse)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if not self.finetune:
+            self.frozen_bert.eval()
+        return self
+
+    def featurize(self, problem: str) -> dict:
+        enc = self.tokenizer(problem, truncation=True, max_length=self.max_tokens, return_offsets_mapping=True)
+        offsets = [(s, e) for s, e in enc["offset_mapping"]]
+        num = [n if e > s else 0 for n, (s, e) in zip(number_index(offsets, problem, self.max_numbers), offsets)]
+        return {"src": list(enc["input_ids"]), "num": num}
+
+    def features(self, batch: State) -> torch.Tensor:
+        """(B, S, D) BERT outputs (without gradient when frozen)."""
+        with torch.set_grad_enabled(self.finetune and torch.is_grad_enabled()):
+            out = self.encoder_model(input_ids=batch["src"], attention_mask=batch["mask"].long())
+        return out.last_hidden_state
+
+    def forward(self, batch: State) -> tuple[torch.Tensor, torch.Tensor]:
+        """memory (B, S, H), summary (B, H): the masked mean of the memory."""
+        feats = batch["feats"] if "feats" in batch else self.features(batch)  # (B, S, D)
+        memory = self.drop(self.proj(feats.float()) + self.number(batch["num"]))  # (B, S, H)
+        m = batch["mask"].unsqueeze(-1).float()
+        return memory, (memory * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+class Attention(nn.Module):
+    """Luong "general" attention: score(h, m) = h^T W m, softmax over unmasked positions."""
+
+    def __init__(self, query_dim: int, memory_dim: int):
+        super().__init__()
+        self.proj = nn.Linear(memory_dim, query_dim, bias=False)
+
+    def keys(self, memory: torch.Tensor) -> torch.Tensor:
+        return self.proj(memory)  # (N, S, Hq), once per sequence
+
+    def forward(self, query: torch.Tensor, keys: torch.Tensor, memory: torch.Tensor,
+                mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """query (N, T, Hq), keys (N, S, Hq), memory (N, S, Hm), mask (N, S) ->
+        context (N, T, Hm), scores (N, T, S) (-inf where masked; softmax gives the weights)."""
+        scores = torch.bmm(query, keys.transpose(1, 2)).masked_fill(~mask.unsqueeze(1), float("-inf"))  # (N, T, S)
+        return torch.bmm(scores.softmax(-1), memory), scores
+
+
+class LSTMDecoder(nn.Module):
+    """LSTM over program tokens, optionally attending to the encoder memory.
+
+    No input feeding: the LSTM reads only the previous tokens, and the attention combines its
+    output with the context (Luong et al. 2015, eqs. 5 and 6). So, given its inputs, every
+    step can run at once (`forward_sequence`), and teacher forcing needs a sequential pass only
+    to choose the inputs, without gradients (`Seq2Seq.choose_inputs`).
+
+    Args:
+        vocab_size: program tokens.
+        hidden: H (the encoder's memory size too).
+        embed_dim: program token embeddings.
+        attention: Luong attention; without it the decoder sees the problem only through its
+            initial state.
+        layers: stacked LSTM layers.
+        dropout: on embeddings and the output vector.
+        copy_from: with attention, the id of `n0` (tokens `n0 .. n{max_numbers-1}` contiguous):
+            the logit of `n_i` also gets the best attention score over the input tokens that
+            hold number i, a pointer to the problem's numbers. None: no pointer.
+        max_numbers: how many number tokens the pointer covers.
+    """
+
+    def __init__(self, vocab_size: int, hidden: int = 256, embed_dim: int = 128, attention: bool = True,
+                 layers: int = 1, dropout: float = 0.2, copy_from: int | None = None, max_numbers: int = 40):
+        super().__init__()
+        if copy_from is not None and not attention:
+            raise ValueError("the number pointer needs attention")
+        self.hidden, self.layers, self.use_attention = hidden, layers, attention
+        self.vocab_size, self.copy_from, self.max_numbers = vocab_size, copy_from, max_numbers
+        self.embed = nn.Embedding(vocab_size, embed_dim)
+        self.rnn = nn.LSTM(embed_dim, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
+        self.init = nn.Linear(hidden, 2 * layers * hidden)
+        if attention:
+            self.attention = Attention(hidden, hidden)
+            self.combine = nn.Linear(2 * hidden, hidden)
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden, vocab_size)
+
+    def start(self, memory: torch.Tensor, summary: torch.Tensor, mask: torch.Tensor,
+              num: torch.Tensor) -> tuple[State, State]:
+        """(fixed inputs, initial recurrent state), every tensor batch-first; num (B, S) number indices."""
+        B, L, H = summary.shape[0], self.layers, self.hidden
+        hc = torch.tanh(self.init(summary)).view(B, 2, L, H)
+        state = {"h": hc[:, 0], "c": hc[:, 1]}  # (B, L, H) each
+        fixed = {"memory": memory, "mask": mask, "num": num}
+        if self.use_attention:
+            fixed["keys"] = self.attention.keys(memory)
+        return fixed, state
+
+    def forward_sequence(self, fixed: State, state: State, inputs: torch.Tensor) -> tuple[torch.Tensor, State]:
+        """inputs (N, T) tokens -> logits (N, T, V) and the state after the last."""
+        x = self.drop(self.embed(inputs))  # (N, T, E)
+        hc = (state["h"].transpose(0, 1).contiguous(), state["c"].transpose(0, 1).contiguous())  # (L, N, H)
+        out, (h, c) = self.rnn(x, hc)  # (N, T, H)
+        new_state = {"h": h.transpose(0, 1), "c": c.transpose(0, 1)}
+        if not self.use_attention:
+            return self.out(self.drop(out)), new_state
+        context, scores = self.attention(out, fixed["keys"], fixed["memory"], fixed["mask"])  # (N, T, H), (N, T, S)
+        logits = self.out(self.drop(torch.tanh(self.combine(torch.cat([out, context], dim=-1)))))  # (N, T, V)
+        if self.copy_from is not None:
+            logits = logits + self.pointer(scores, fixed["num"])
+        return logits, new_state
+
+    def pointer(self, scores: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
+        """(N, T, V) additions to the logits: at `n_i`, the best score (N, T, S) over positions of number i."""
+        M = self.max_numbers
+        best = scores.new_full((*scores.shape[:2], M + 1), float("-inf"))
+        best = best.scatter_reduce(2, num.clamp(max=M).unsqueeze(1).expand_as(scores), scores, "amax")
+        best = best[..., 1:]  # (N, T, M); index 0 = not a number
+        best = torch.where(torch.isfinite(best), best, torch.zeros_like(best))
+        return F.pad(best, (self.copy_from, self.vocab_size - self.copy_from - M))
+
+    def step(self, fixed: State, state: State, prev: torch.Tensor) -> tuple[torch.Tensor, State]:
+        """prev (N,) tokens -> logits (N, V) and the next state."""
+        logits, state = self.forward_sequence(fixed, state, prev.unsqueeze(1))
+        return logits.squeeze(1), state
+
+
+class Seq2Seq(nn.Module):
+    """An encoder and an `LSTMDecoder`, with teacher forcing and greedy decoding.
+
+    Args:
+        encoder: `GloveEncoder` or `BertEncoder` (anything with `featurize` and
+            `forward(batch) -> (memory, summary)`).
+        decoder: `LSTMDecoder`.
+        bos, eos, pad: program token ids.
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: LSTMDecoder, bos: int, eos: int, pad: int):
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+        self.bos, self.eos, self.pad = bos, eos, pad
+
+    def start(self, batch: State) -> tuple[State, State]:
+        memory, summary = self.encoder(batch)
+        return self.decoder.start(memory, summary, batch["mask"], batch["num"])
+
+    def step(self, fixed: State, state: State, prev: torch.Tensor) -> tuple[torch.Tensor, State]:
+        """Log-probabilities (N, V) of the next token, for beam search."""
+        logits, state = self.decoder.step(fixed, state, prev)
+        return F.log_softmax(logits, dim=-1), state
+
+    def forward(self, batch: State, targets: torch.Tensor, teacher_forcing: float = 1.0) -> torch.Tensor:
+        """Logits (B, T, V) for targets (B, T). At each step the input is the gold previous token
+        with probability `teacher_forcing`, else the model's own previous prediction (argmax)."""
+        fixed, state = self.start(batch)
+        inputs = torch.cat([targets.new_full((targets.shape[0], 1), self.bos), targets[:, :-1]], dim=1)  # (B, T)
+        if teacher_forcing < 1.0:
+            inputs = self.choose_inputs(fixed, state, targets, teacher_forcing)
+        return self.decoder.forward_sequence(fixed, state, inputs)[0]
+
+    @torch.no_grad()
+    def choose_inputs(self, fixed: State, state: State, targets: torch.Tensor, p: float) -> torch.Tensor:
+        """(B, T) decoder inputs: step by step, the gold previous token with probability p, else
+        the argmax the model predicts after the inputs chosen so far. Given these inputs the
+        decoder's outputs are what a step-by-step loop would compute, so the gradient pass
+        runs them all at once."""
+        B, T = targets.shape
+        prev = targets.new_full((B,), self.bos)
+        inputs = [prev]
+        for t in range(T - 1):
+            logits, state = self.decoder.step(fixed, state, prev)
+            use_gold = torch.rand(B, device=targets.device) < p
+            prev = torch.where(use_gold, targets[:, t], logits.argmax(-1))
+            inputs.append(prev)
+        return torch.stack(inputs, 1)
+
+    @torch.no_grad()
+    def greedy(self, batch: State, max_len: int) -> torch.Tensor:
+        """(B, <= max_len) argmax tokens, `pad` after each `eos`."""
+        fixed, state = self.start(batch)
+        B = batch["src"].shape[0]
+        prev = batch["src"].new_full((B,), self.bos)
+        done = torch.zeros(B, dtype=torch.bool, device=prev.device)
+        out = []
+        for _ in range(max_len):
+            logits, state = self.decoder.step(fixed, state, prev)
+            logits[:, [self.pad, self.bos]] = float("-inf")  # as beam search: never emitted
+            tok = logits.argmax(-1).masked_fill(done, self.pad)
+            out.append(tok)
+            done |= tok == self.eos
+            prev = tok
+            if done.all():
+                break
+        return torch.stack(out, 1)
+
+
+def collate(items: list[dict], pad_id: int) -> State:
+    """Featurized problems (`src`, `num`, optional `tgt`, `feats`, `n_numbers`) -> a padded batch."""
+    batch = {"src": pad([it["src"] for it in items]), "num": pad([it["num"] for it in items])}
+    batch["mask"] = pad([[1] * len(it["src"]) for it in items]).bool()  # (B, S)
+    batch["n_numbers"] = torch.tensor([it.get("n_numbers", 0) for it in items])
+    if "tgt" in items[0]:
+        batch["tgt"] = pad([it["tgt"] for it in items], pad_id)  # (B, T)
+    if "feats" in items[0]:
+        S, D = batch["src"].shape[1], items[0]["feats"].shape[-1]
+        feats = items[0]["feats"].new_zeros(len(items), S, D)
+        for i, it in enumerate(items):
+            feats[i, :len(it["feats"])] = it["feats"]
+        batch["feats"] = feats  # (B, S, D)
+    if "index" in items[0]:
+        batch["index"] = torch.tensor([it["index"] for it in items])
+    return batch
+
+
+def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Mean cross-entropy over non-pad target tokens: logits (B, T, V), targets (B, T)."""
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=pad_id)

@@ -1,0 +1,228 @@
+"""Slot Attention (Locatello et al. 2020), written here.
+
+Public API:
+    SlotAttention(num_slots, dim, iters=3, hidden_dim=128, eps=1e-8, implicit_grad=False)
+        (B, N, D) inputs -> slots (B, K, D) and the attention of every iteration (T, B, K, N)
+    SoftPositionEmbed(dim, resolution): adds a learned map of the 2D coordinate grid
+    SlotEncoder(num_slots, slot_dim=64, iters=3, channels=64, resolution=(64, 64), strides=(1, 1, 1, 1))
+        images (B, 3, H, W) -> slots (B, K, D), last iteration's attention (B, K, N);
+        ``forward_all`` also gives every iteration's attention; ``feature_hw`` is the (h, w) of N
+    BroadcastDecoder(slot_dim, resolution, init_res=8, channels=64, out_res=None)
+        slots (B, K, D) -> per-slot RGB (B, K, 3, H, W) and mask logits (B, K, 1, H, W)
+    SlotAttentionAutoEncoder(encoder, decoder)
+        images -> {"recon", "masks", "contents", "slots", "attn"}; ``decode(slots)`` alone
+        (masks are a softmax over slots; the image is the sum of masks x contents)
+
+Images are expected roughly in [-1, 1]; the model does not normalise them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SlotAttention(nn.Module):
+    """Iterative attention in which slots compete for inputs (softmax over slots).
+
+    Args:
+        num_slots: K, the number of slots.
+        dim: D, the width of the inputs and the slots.
+        iters: T, the number of attention iterations.
+        hidden_dim: width of the residual MLP (at least ``dim``).
+        eps: added to the attention before its weighted mean over inputs.
+        implicit_grad: run the first T-1 iterations without gradient and back-propagate
+            through the last one only (Chang et al. 2022), which steadies training.
+    """
+
+    def __init__(self, num_slots: int, dim: int, iters: int = 3, hidden_dim: int = 128, eps: float = 1e-8,
+                 implicit_grad: bool = False):
+        super().__init__()
+        self.num_slots, self.dim, self.iters, self.eps = num_slots, dim, iters, eps
+        self.implicit_grad = implicit_grad
+        self.scale = dim**-0.5
+        # Glorot-uniform, as the paper's code: sigma starts near 1, so the K slots start apart
+        self.slots_mu = nn.Parameter(nn.init.xavier_uniform_(torch.empty(1, 1, dim)))
+        self.slots_log_sigma = nn.Parameter(nn.init.xavier_uniform_(torch.empty(1, 1, dim)))
+        self.norm_inputs, self.norm_slots, self.norm_mlp = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_k = nn.Linear(dim, dim, bias=False)
+        self.to_v = nn.Linear(dim, dim, bias=False)
+        self.gru = nn.GRUCell(dim, dim)
+        hidden = max(dim, hidden_dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))
+
+    def init_slots(self, batch: int, num_slots: int | None = None) -> torch.Tensor:
+        """K slots per image sampled from N(mu, diag(sigma^2)), both learned. (B, K, D)."""
+        k = num_slots or self.num_slots
+        mu = self.slots_mu.expand(batch, k, -1)
+        noise = torch.randn(batch, k, self.dim, device=mu.device, dtype=mu.dtype)
+        return mu + self.slots_log_sigma.exp() * noise
+
+    def step(self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One iteration: slots (B, K, D), keys and values (B, N, D) -> new slots, attention (B, K, N)."""
+        b, n_slots, d = slots.shape
+        q = self.to_q(self.norm_slots(slots)) * self.scale  # (B, K, D)
+        attn = torch.bmm(q, k.transpose(1, 2)).softmax(dim=1)  # (B, K, N): slots compete for each input
+        weights = attn + self.eps
+        weights = weights / weights.sum(-1, keepdim=True)  # (B, K, N): a weighted mean over inputs
+        updates = torch.bmm(weights, v)  # (B, K, D)
+        slots = self.gru(updates.reshape(-1, d), slots.reshape(-1, d)).reshape(b, n_slots, d)
+        return slots + self.mlp(self.norm_mlp(slots)), attn
+
+    def forward(self, inputs: torch.Tensor, num_slots: int | None = None,
+                slots: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs (B, N, D) -> slots (B, K, D), attention of each iteration (T, B, K, N).
+
+        ``slots`` (B, K, D) replaces the random initialisation when given.
+        """
+        inputs = self.norm_inputs(inputs)
+        k, v = self.to_k(inputs), self.to_v(inputs)  # (B, N, D) each
+        if slots is None:
+            slots = self.init_slots(inputs.shape[0], num_slots)
+        attns = []
+        for t in range(self.iters):
+            last = t == self.iters - 1
+            with torch.set_grad_enabled(torch.is_grad_enabled() and (last or not self.implicit_grad)):
+                if last and self.implicit_grad:
+                    slots = slots.detach()
+                slots, attn = self.step(slots, k, v)
+            attns.append(attn)
+        return slots, torch.stack(attns)
+
+
+def coordinate_grid(h: int, w: int, device=None) -> torch.Tensor:
+    """The four ramps (y, x, 1 - y, 1 - x) in [0, 1]. (H, W, 4)."""
+    ys, xs = torch.linspace(0, 1, h, device=device), torch.linspace(0, 1, w, device=device)
+    y, x = torch.meshgrid(ys, xs, indexing="ij")  # (H, W) each
+    return torch.stack([y, x, 1 - y, 1 - x], -1)
+
+
+class SoftPositionEmbed(nn.Module):
+    """Adds a learned linear map of the coordinate grid to channels-last features (B, H, W, C)."""
+
+    def __init__(self, dim: int, resolution: tuple[int, int]):
+        super().__init__()
+        self.proj = nn.Linear(4, dim)
+        self.register_buffer("grid", coordinate_grid(*resolution), persistent=False)  # (H, W, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.proj(self.grid)
+
+
+class SlotEncoder(nn.Module):
+    """CNN -> 2D position embedding -> flatten -> LayerNorm + MLP -> Slot Attention.
+
+    Args:
+        num_slots: K.
+        slot_dim: D, the width of features and slots.
+        iters: T, slot-attention iterations.
+        channels: width of the CNN.
+        resolution: (H, W) of the input images.
+        strides: one per convolution; the paper's (1, 1, 1, 1) keeps N = H W, (2, 2, 1, 1)
+            gives N = H W / 16 (cheap on a CPU).
+        kernel_size: of every convolution (5 in the paper).
+        hidden_dim: width of the slot MLP.
+        implicit_grad: see ``SlotAttention``.
+    """
+
+    def __init__(self, num_slots: int, slot_dim: int = 64, iters: int = 3, channels: int = 64,
+                 resolution: tuple[int, int] = (64, 64), strides: tuple[int, ...] = (1, 1, 1, 1),
+                 kernel_size: int = 5, hidden_dim: int = 128, implicit_grad: bool = False):
+        super().__init__()
+        layers, c_in, (h, w) = [], 3, resolution
+        for stride in strides:
+            layers += [nn.Conv2d(c_in, channels, kernel_size, stride=stride, padding=kernel_size // 2), nn.ReLU()]
+            c_in, h, w = channels, math.ceil(h / stride), math.ceil(w / stride)
+        self.cnn = nn.Sequential(*layers)
+        self.feature_hw = (h, w)
+        self.pos = SoftPositionEmbed(channels, self.feature_hw)
+        self.norm = nn.LayerNorm(channels)
+        self.mlp = nn.Sequential(nn.Linear(channels, slot_dim), nn.ReLU(), nn.Linear(slot_dim, slot_dim))
+        self.slot_attention = SlotAttention(num_slots, slot_dim, iters, hidden_dim, implicit_grad=implicit_grad)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) -> position-aware input features (B, N, D)."""
+        x = self.cnn(images).permute(0, 2, 3, 1)  # (B, h, w, C)
+        x = self.pos(x).flatten(1, 2)  # (B, N, C)
+        return self.mlp(self.norm(x))  # (B, N, D)
+
+    def forward_all(self, images: torch.Tensor, num_slots: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images -> slots (B, K, D), the attention of every iteration (T, B, K, N)."""
+        return self.slot_attention(self.features(images), num_slots)
+
+    def forward(self, images: torch.Tensor, num_slots: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (B, 3, H, W) -> slots (B, K, D), last iteration's attention (B, K, N)."""
+        slots, attns = self.forward_all(images, num_slots)
+        return slots, attns[-1]
+
+
+class BroadcastDecoder(nn.Module):
+    """Spatial broadcast decoder (Watters et al. 2019): each slot tiled on a grid, upsampled.
+
+    Args:
+        slot_dim: D.
+        resolution: (H, W) of the images; each side must be init_res times a power of two.
+        init_res: side of the grid each slot is broadcast onto.
+        channels: width of the transposed convolutions.
+        out_res: side at which the convolutions stop (default: the image's); below it, the
+            four output channels are upsampled bilinearly to the image (cheap on a CPU).
+    """
+
+    def __init__(self, slot_dim: int, resolution: tuple[int, int] = (64, 64), init_res: int = 8, channels: int = 64,
+                 out_res: int | None = None):
+        super().__init__()
+        out_res = out_res or resolution[0]
+        ups = math.log2(out_res / init_res)
+        if resolution[0] != resolution[1] or ups != int(ups) or ups < 0 or resolution[0] % out_res:
+            raise ValueError(f"decoder resolution {resolution} must be square, out_res={out_res} times an integer, "
+                             f"out_res init_res={init_res} times 2^k")
+        self.init_res, self.resolution = init_res, tuple(resolution)
+        self.pos = SoftPositionEmbed(slot_dim, (init_res, init_res))
+        layers, c_in = [], slot_dim
+        for _ in range(int(ups)):
+            layers += [nn.ConvTranspose2d(c_in, channels, 5, stride=2, padding=2, output_padding=1), nn.ReLU()]
+            c_in = channels
+        layers += [nn.Conv2d(c_in, channels, 3, padding=1), nn.ReLU(), nn.Conv2d(channels, 4, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Slots (B, K, D) -> contents (B, K, 3, h, w), mask logits (B, K, 1, h, w) at ``out_res``."""
+        b, k, d = slots.shape
+        x = slots.reshape(b * k, 1, 1, d).expand(-1, self.init_res, self.init_res, -1)  # (BK, r, r, D)
+        x = self.pos(x).permute(0, 3, 1, 2)  # (BK, D, r, r)
+        out = self.net(x)  # (BK, 4, h, w)
+        out = out.reshape(b, k, *out.shape[1:])
+        return out[:, :, :3], out[:, :, 3:]
+
+
+class SlotAttentionAutoEncoder(nn.Module):
+    """Encode into slots, decode each slot, mix the contents with masks softmaxed over slots."""
+
+    def __init__(self, encoder: SlotEncoder, decoder: BroadcastDecoder):
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+
+    def decode(self, slots: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Slots (B, K, D) -> recon (B, 3, H, W), masks (B, K, 1, H, W), contents (B, K, 3, h, w).
+
+        When the decoder stops below the image size, the mixed image and the masks are
+        upsampled bilinearly to (H, W); the contents stay at the decoder's (h, w).
+        """
+        contents, logits = self.decoder(slots)
+        masks = logits.softmax(dim=1)  # (B, K, 1, h, w), over slots
+        recon = (masks * contents).sum(1)  # (B, 3, h, w)
+        size = self.decoder.resolution
+        if recon.shape[-2:] != size:
+            recon = F.interpolate(recon, size=size, mode="bilinear", align_corners=False)
+            masks = F.interpolate(masks.flatten(0, 1), size=size, mode="bilinear", align_corners=False)
+            masks = masks.reshape(*contents.shape[:2], 1, *size)
+        return {"recon": recon, "masks": masks, "contents": contents}
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Images (B, 3, H, W) -> decode's dict plus slots (B, K, D) and attention (T, B, K, N)."""
+        slots, attns = self.encoder.forward_all(images)
+        return {**self.decode(slots), "slots": slots, "attn": attns}

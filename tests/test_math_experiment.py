@@ -1,0 +1,67 @@
+"""The `math-programs` experiment: smoke run, exact resume, predict + score reproduce the run, bad input."""
+
+import json
+
+import pytest
+
+from syllabus.cli import main
+from syllabus.experiments import get_experiment
+from syllabus.metrics.sequence import METRICS
+
+
+@pytest.mark.slow
+def test_smoke_run_trains_scores_reports_resumes_and_predicts_its_own_numbers(exact_resume, tmp_path, capsys):
+    run_dir, _ = exact_resume("math-programs", ["train.epochs=2", "data.n_train=64", "data.n_test=24"])
+    s = json.loads((run_dir / "summary.json").read_text())
+    epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in epochs if "step" not in r]
+    assert epochs[1]["train/loss"] < epochs[0]["train/loss"]  # it learns
+    assert s["scores"]["test"]["n"] == 24 and s["scores"]["val"]["n"] == 32
+    assert set(s["scores"]) == {"val", "val/grammar", "test", "test/grammar"}
+    assert s["glove_covered"] > 0.9 * (s["n_words"] - 2)  # real GloVe vectors for the problems' words
+    html = (run_dir / "report.html").read_text()
+    assert "Accuracy by program length" in html and "Published numbers" in html
+    # predict + score on the run's own test file reproduce its test numbers exactly
+    test_in = tmp_path / "test_in.json"
+    test_in.write_text(json.dumps([{k: v for k, v in r.items() if k != "predicted"}
+                                   for r in json.loads((run_dir / "predictions_test.json").read_text())]))
+    out = tmp_path / "pred.json"
+    assert main(["predict", str(run_dir), "--input", str(test_in), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["score", str(out), "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    for m in (*METRICS, "invalid"):
+        assert scored[m] == s[f"test/{m}"], m
+    assert scored["by_length"] == s["scores"]["test"]["by_length"]
+
+
+def test_profiles_train_the_glove_attention_model_and_sweeps_name_the_four():
+    exp = get_experiment("math-programs")
+    quick = exp.config("quick")
+    assert quick.model.arch == "glove-attn" and quick.model.glove == "kumo-50d" and quick.model.beam == 10
+    full = exp.config("full")
+    assert full.model.bert == "bert-base-cased" and full.train.teacher_forcing == 0.6
+    from syllabus.config import sweep_points
+
+    points = sweep_points(quick, {"model.arch": "glove,glove-attn,bert-frozen,bert-finetune"})
+    assert len(points) == 4
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["model.glove=/no/glove.6B.100d.txt"], "model.glove"),
+    (["data.root=/no/such/folder"], "data.root=/no/such/folder: no such folder"),
+    (["model.arch=lstm"], "choices"),
+    (["train.teacher_forcing=1.5"], "train.teacher_forcing"),
+])
+def test_bad_settings_are_one_line_before_training(tmp_path, capsys, sets, message):
+    args = ["run", "math-programs", "--profile", "smoke", "--out", str(tmp_path)]
+    for s in sets:
+        args += ["--set", s]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_predict_needs_a_run_and_problems(tmp_path, capsys):
+    assert main(["predict", str(tmp_path), "--input", str(tmp_path / "x.json")]) == 2
+    assert "config.json" in capsys.readouterr().err

@@ -1,0 +1,113 @@
+"""Slot Attention against the `slot-attention` package (PyPI) with shared weights; model invariants."""
+
+import pytest
+import torch
+from slot_attention import SlotAttention as ReferenceSlotAttention
+
+from syllabus.nn.slot_attention import BroadcastDecoder, SlotAttention, SlotAttentionAutoEncoder, SlotEncoder
+
+
+def _shared_weights(ours: SlotAttention, theirs: ReferenceSlotAttention) -> None:
+    """Copy our parameters into the reference (its q/k/v biases set to zero, ours have none)."""
+    with torch.no_grad():
+        theirs.slots_mu.copy_(ours.slots_mu)
+        theirs.slots_logsigma.copy_(ours.slots_log_sigma)
+        for name in ("to_q", "to_k", "to_v"):
+            getattr(theirs, name).weight.copy_(getattr(ours, name).weight)
+            getattr(theirs, name).bias.zero_()
+        theirs.gru.load_state_dict(ours.gru.state_dict())
+        theirs.mlp.load_state_dict(ours.mlp.state_dict())
+        theirs.norm_input.load_state_dict(ours.norm_inputs.state_dict())
+        theirs.norm_slots.load_state_dict(ours.norm_slots.state_dict())
+        theirs.norm_pre_ff.load_state_dict(ours.norm_mlp.state_dict())
+
+
+@pytest.mark.parametrize("iters", [1, 3])
+def test_matches_the_pypi_package_with_the_same_weights_and_noise(iters):
+    torch.manual_seed(0)
+    ours, theirs = SlotAttention(5, 16, iters, hidden_dim=32), ReferenceSlotAttention(5, 16, iters, hidden_dim=32)
+    with torch.no_grad():
+        ours.slots_log_sigma.normal_()  # not the default, so that sigma matters
+    _shared_weights(ours, theirs)
+    x = torch.randn(3, 40, 16)
+    torch.manual_seed(7)
+    slots, attn = ours(x)
+    torch.manual_seed(7)
+    expected = theirs(x)
+    torch.testing.assert_close(slots, expected, rtol=1e-5, atol=1e-5)
+    assert attn.shape == (iters, 3, 5, 40)
+
+
+def test_attention_is_a_softmax_over_slots_and_slots_are_permutation_equivariant():
+    torch.manual_seed(1)
+    module = SlotAttention(4, 8, iters=2)
+    x = torch.randn(2, 30, 8)
+    init = module.init_slots(2)  # (B, K, D)
+    perm = torch.tensor([2, 0, 3, 1])
+    slots, attn = module(x, slots=init)
+    slots_p, attn_p = module(x, slots=init[:, perm])
+    torch.testing.assert_close(attn.sum(2), torch.ones(2, 2, 30))
+    torch.testing.assert_close(slots_p, slots[:, perm], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(attn_p, attn[:, :, perm], rtol=1e-5, atol=1e-6)
+
+
+def test_slots_are_sampled_from_the_learned_gaussian():
+    module = SlotAttention(3, 4)
+    with torch.no_grad():
+        module.slots_mu.copy_(torch.tensor([1.0, -2.0, 0.5, 3.0]))
+        module.slots_log_sigma.copy_(torch.tensor([1.0, 0.5, 2.0, 0.1]).log())
+    s = module.init_slots(20_000).reshape(-1, 4)  # (B K, D)
+    torch.testing.assert_close(s.mean(0), module.slots_mu.flatten(), atol=0.03, rtol=0)
+    torch.testing.assert_close(s.std(0), module.slots_log_sigma.exp().flatten(), atol=0.03, rtol=0.02)
+
+
+def _model(k=4, size=32, out_res=None):
+    enc = SlotEncoder(k, slot_dim=16, iters=2, channels=8, resolution=(size, size), strides=(2, 1, 1, 1))
+    return SlotAttentionAutoEncoder(enc, BroadcastDecoder(16, (size, size), init_res=8, channels=8, out_res=out_res))
+
+
+def test_encoder_shapes_and_decoder_masks_sum_to_one():
+    torch.manual_seed(0)
+    model = _model()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    slots, attn = model.encoder(x)
+    assert slots.shape == (2, 4, 16) and attn.shape == (2, 4, 16 * 16) and model.encoder.feature_hw == (16, 16)
+    out = model(x)
+    assert out["recon"].shape == (2, 3, 32, 32) and out["masks"].shape == (2, 4, 1, 32, 32)
+    torch.testing.assert_close(out["masks"].sum(1), torch.ones(2, 1, 32, 32))
+    torch.testing.assert_close(out["recon"], (out["masks"] * out["contents"]).sum(1))
+    assert out["attn"].shape == (2, 2, 4, 256)
+
+
+def test_low_resolution_decoder_upsamples_image_and_masks():
+    torch.manual_seed(0)
+    out = _model(out_res=16)(torch.rand(2, 3, 32, 32))
+    assert out["contents"].shape == (2, 4, 3, 16, 16) and out["masks"].shape == (2, 4, 1, 32, 32)
+    torch.testing.assert_close(out["masks"].sum(1), torch.ones(2, 1, 32, 32))
+
+
+def test_every_parameter_gets_a_finite_gradient():
+    torch.manual_seed(0)
+    model = _model()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    (model(x)["recon"] - x).square().mean().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+def test_implicit_gradient_keeps_the_forward_and_cuts_earlier_iterations():
+    torch.manual_seed(0)
+    plain = SlotAttention(3, 8, iters=3)
+    implicit = SlotAttention(3, 8, iters=3, implicit_grad=True)
+    implicit.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 10, 8)
+    outs = []
+    for module in (plain, implicit):
+        torch.manual_seed(3)
+        slots, _ = module(x)
+        slots.sum().backward()
+        outs.append(slots)
+    torch.testing.assert_close(outs[0], outs[1])
+    assert plain.slots_mu.grad.abs().sum() > 0
+    assert implicit.slots_mu.grad is None  # the initial slots are reached only through cut iterations
+    assert implicit.to_q.weight.grad.abs().sum() > 0
