@@ -10,10 +10,10 @@ from PIL import Image
 
 from syllabus.cli import main
 from syllabus.config import to_dict
+from syllabus.data.images import ImageDataConfig, image_splits
 from syllabus.data.shapes import SHAPE_CLASSES
 from syllabus.experiments import resnet_norms as rn
 from syllabus.experiments.gradcam import BIRD_CLASSES, match_classes
-from syllabus.data.images import ImageDataConfig, image_splits
 from syllabus.runs import Run, write_json
 from syllabus.train.state import best_state
 

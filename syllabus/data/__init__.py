@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from syllabus.data.birds import birds_location, birds_present, prepare_birds
+from syllabus.data.clevrtex import clevrtex_location, clevrtex_present, prepare_clevrtex
 from syllabus.data.digits import mnist_location, mnist_present, prepare_digits, prepare_mnist
 from syllabus.data.paths import data_dir
-from syllabus.data.clevrtex import clevrtex_location, clevrtex_present, prepare_clevrtex
 from syllabus.data.scenes import prepare_scenes, scenes_location, scenes_present
 from syllabus.data.shapes import prepare_shapes, shapes_location, shapes_present
 from syllabus.registry import Registry

@@ -4,8 +4,9 @@ The classifier is `--set model.run=<resnet-norms run>` (its `best.pt` and config
 variant with the best validation accuracy of a `resnet-norms` sweep directory; with no run
 given, the runner trains a `resnet-norms` run of the same profile first under the same `--out`
 root (declared reuse: this module imports neither the runner nor resnet-norms). Grad-CAM
-explains the class `explain.target` (the true class, as the assignment asks; `pred`; or a class name) at `explain.layers` (default:
-the 2n convolutions of the last stage, at 1/4 of the input resolution, their maps averaged).
+explains the class `explain.target` (the true class, as the assignment asks; `pred`; or a class
+name) at `explain.layers` (default: the 2n convolutions of the last stage, at 1/4 of the input
+resolution, their maps averaged).
 
 For each chosen class it draws K correctly and K wrongly classified validation images with
 their heat maps and overlays. On `shapes`, whose object masks are known, every validation

@@ -73,7 +73,8 @@ def _grad_figure(grads: dict) -> Figure:
                 ax.plot(g[part].mean(0), marker="o", ms=3, label=label)
         ax.set_yscale("log")
         plots._style(ax, "intact" if name == "intact" else f"skips removed: {name}", "layer", "gradient norm")
-        ax.legend(frameon=False, fontsize=8)
+        if len(g):
+            ax.legend(frameon=False, fontsize=8)
     return fig
 
 

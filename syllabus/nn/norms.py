@@ -117,7 +117,7 @@ class _CompiledPath:
             return None
 
 
-MIN_COMPILED_NUMEL = 1 << 23  # input elements from which training is compiled: the 256 px full profile, not the quick ones
+MIN_COMPILED_NUMEL = 1 << 23  # input elements from which training compiles: the 256 px full profile, no quick one
 MAX_COMPILED_SHAPES = 8  # per formula, as torch._dynamo's recompile limit
 _COMPILED = _CompiledPath()
 
