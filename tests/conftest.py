@@ -5,7 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-torch.set_num_threads(2)
+# one thread per test process: `make test` runs two processes (pytest-xdist), one per core
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @pytest.fixture(autouse=True, scope="session")
