@@ -126,3 +126,19 @@ def test_figure_names_must_be_unique_and_need_plots_dir(tmp_path):
 def test_image_rejects_non_png_bytes():
     with pytest.raises(ValueError, match="PNG"):
         Report("t").image(b"GIF89a...")
+
+
+def test_each_norm_at_its_best_learning_rate_is_chosen_on_validation_not_test():
+    from pathlib import Path
+
+    from syllabus.experiments.resnet_norms_report import best_lr_rows
+    from syllabus.report.pages import Point
+
+    def point(norm, lr, val, test):
+        return Point(f"norm={norm},lr={lr}", Path("."), {"norm": norm, "lr": lr, "val/accuracy": val,
+                                                         "test/accuracy": test, "test/macro_f1": test})
+
+    rows = best_lr_rows([point("bn", 0.1, 0.9, 0.80), point("bn", 0.01, 0.8, 0.95),
+                         point("none", 0.1, 0.1, 0.10), point("none", 0.01, 0.6, 0.55)])
+    assert [(r["norm"], r["best lr (on val)"], r["test/accuracy"]) for r in rows] == \
+        [("bn", 0.1, 0.80), ("none", 0.01, 0.55)]

@@ -51,12 +51,12 @@ def smoke() -> Config:
 
 
 def quick() -> Config:
-    """Sized so that the six-way sweep of `run all` takes about 2.5 minutes on a 2-core CPU;
-    `--set data.n_train=4000 --set train.epochs=7` is the longer setting of the README's first table."""
+    """The README's six-way table. Shorter settings (2,500 images, 5 epochs) leave BN at 0.31 test
+    accuracy, a lesson about the schedule rather than the normalisation, so the demo keeps these."""
     return Config(
-        data=ImageDataConfig(image_size=32, n_train=2500, n_val=1000, n_test=1000),
+        data=ImageDataConfig(image_size=32, n_train=4000, n_val=1000, n_test=1000),
         model=ModelConfig(n=2),
-        train=TrainConfig(epochs=5, batch_size=32, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4),
+        train=TrainConfig(epochs=7, batch_size=32, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4),
     )
 
 
@@ -123,5 +123,5 @@ register(Experiment(
     key_figure="accuracy_bars",
     default_sweep={"model.norm": "bn,in,bin,ln,gn,none"},
     monitors=("val/accuracy", "val/micro_f1", "val/macro_f1", "val/loss"),
-    budget_s=160,
+    budget_s=360,
 ))
