@@ -23,14 +23,18 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="syllabus", description="Classic deep-learning course experiments, run end to end.")
     common = _Parser(add_help=False)
-    common.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+    # SUPPRESS: a subcommand's absent --threads must not overwrite one given before the subcommand
+    common.add_argument("--threads", type=_positive_int, default=argparse.SUPPRESS, metavar="N",
                         help="CPU threads for torch (tiny models often run faster on 1)")
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N", help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    _add = sub.add_parser
-    sub.add_parser = lambda *a, **k: _add(*a, parents=[common, *k.pop("parents", [])], **k)
-    sub.add_parser("list", help="every experiment and its profiles")
 
-    r = sub.add_parser("run", help="run an experiment (or all)")
+    def command(subs, name: str, **kw) -> argparse.ArgumentParser:
+        return subs.add_parser(name, parents=[common], **kw)  # every command takes --threads
+
+    command(sub, "list", help="every experiment and its profiles")
+
+    r = command(sub, "run", help="run an experiment (or all)")
     r.add_argument("name", nargs="?", help="experiment name or 'all'")
     r.add_argument("--profile", default="quick", help="smoke | quick | full (default quick)")
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
@@ -42,27 +46,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--launcher", default=None, metavar="{local,submitit-local,slurm}",
                    help="where sweep points run: here (local, the default), or one submitit job each")
 
-    rep = sub.add_parser("report", help="re-render a run's (or a sweep's) report")
+    rep = command(sub, "report", help="re-render a run's (or a sweep's) report")
     rep.add_argument("run_dir")
 
-    d = sub.add_parser("data", help="datasets: list, prepare")
+    d = command(sub, "data", help="datasets: list, prepare")
     dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
-    _dadd = dsub.add_parser
-    dsub.add_parser = lambda *a, **k: _dadd(*a, parents=[common, *k.pop("parents", [])], **k)
-    dsub.add_parser("list", help="every dataset, where it lives, whether it is present")
-    prep = dsub.add_parser("prepare", help="generate an embedded set or fetch a real one")
+    command(dsub, "list", help="every dataset, where it lives, whether it is present")
+    prep = command(dsub, "prepare", help="generate an embedded set or fetch a real one")
     prep.add_argument("dataset")
     prep.add_argument("--download", action="store_true", help="allow downloading a real dataset")
     prep.add_argument("--set", dest="sets", action="append", default=[], metavar="data.dir=PATH")
-    chk = dsub.add_parser("check", help="run every gold program of col775 or mathqa against its answer")
+    chk = command(dsub, "check", help="run every gold program of col775 or mathqa against its answer")
     chk.add_argument("dataset", help="col775 | mathqa")
     chk.add_argument("--file", help="a JSON file of that format (default: the shipped COL775 splits)")
     chk.add_argument("--json", action="store_true", help="print one JSON object")
 
-    sc = sub.add_parser("score", help="score a predictions file (records + 'predicted' programs)")
+    sc = command(sub, "score", help="score a predictions file (records + 'predicted' programs)")
     sc.add_argument("file")
     sc.add_argument("--json", action="store_true", help="print one JSON object")
-    pr = sub.add_parser("predict", help="a trained math-programs run writes predictions for a JSON file")
+    pr = command(sub, "predict", help="a trained math-programs run writes predictions for a JSON file")
     pr.add_argument("run_dir")
     pr.add_argument("--input", required=True, help="JSON list of {Problem, ...} records")
     pr.add_argument("--beam", type=int, default=None, help="beam size (default: the run's own)")

@@ -58,6 +58,19 @@ def test_list_names_every_profile(capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("argv", [["--threads", "1", "list"], ["list", "--threads", "1"]])
+def test_threads_is_taken_before_or_after_the_command(capsys, argv):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert main(argv) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_smoke_run_writes_the_run_directory(tmp_path, capsys):
     assert main(["run", "resnet-norms", "--profile", "smoke", "--out", str(tmp_path), "--device", "cpu"]) == 0
     (run_dir,) = (tmp_path / "resnet-norms").iterdir()

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from syllabus.errors import UsageError
-from syllabus.nn.seq2seq import BertEncoder, GloveEncoder, LSTMDecoder, Seq2Seq, collate, sequence_loss
+from syllabus.nn.seq2seq import BertEncoder, BiLSTM, GloveEncoder, LSTMDecoder, Seq2Seq, collate, sequence_loss
 from syllabus.programs.decode import featurize
 from syllabus.programs.inputs import build_words, load_glove, number_index, word_offsets
 from syllabus.programs.training import BucketSampler, MathTrainer, load_bert
@@ -58,6 +58,24 @@ def test_every_parameter_gets_a_gradient(attention):
         if p.requires_grad:
             assert p.grad is not None and torch.isfinite(p.grad).all(), name
             assert p.grad.abs().sum() > 0 or name.endswith("embed.weight"), name
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_bilstm_equals_torchs_bidirectional_lstm_on_packed_sequences(layers):
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    torch.manual_seed(0)
+    ours, theirs = BiLSTM(5, 4, layers), torch.nn.LSTM(5, 4, layers, batch_first=True, bidirectional=True)
+    for i in range(layers):
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(ours.fwd[i], f"{name}_l0").data.copy_(getattr(theirs, f"{name}_l{i}"))
+            getattr(ours.bwd[i], f"{name}_l0").data.copy_(getattr(theirs, f"{name}_l{i}_reverse"))
+    x, lengths = torch.randn(3, 7, 5), torch.tensor([7, 2, 5])
+    out, final = ours(x, lengths)
+    packed, (h, _) = theirs(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+    expected, _ = pad_packed_sequence(packed, batch_first=True, total_length=7)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(final, torch.cat([h[-2], h[-1]], -1))
 
 
 def test_parallel_decoding_equals_the_step_by_step_loop():

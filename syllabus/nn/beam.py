@@ -3,8 +3,10 @@
 `BeamSearch.step` is the strategy (as fairseq's `search.py`): from the scores of the k live
 hypotheses of each example and the next-token log-probabilities, the k best extensions.
 `beam_search` drives any decoder given as `step_fn(fixed, state, prev) -> (log_probs, state)`
-whose inputs are dicts of batch-first tensors: it expands them to B * k rows once and
-reorders the state by the chosen beams after each step.
+whose inputs are dicts of batch-first tensors: it expands the state to B * k rows (the k
+hypotheses of an example in consecutive rows) and reorders it by the chosen beams after each
+step. `fixed` (the encoder's memory) stays at B rows: a step function shares it across an
+example's k rows instead of copying it k times.
 
 A hypothesis that emitted `eos` stays in the beam with its score frozen (its only extension
 is `pad` at no cost), so the k results are the k best sequences the search kept, finished or
@@ -70,12 +72,12 @@ def beam_search(step_fn: StepFn, fixed: State, state: State, *, k: int, max_len:
     """The k best sequences for each of the B examples of `fixed` / `state` (batch-first dicts).
 
     Args:
-        step_fn: `(fixed, state, prev (N,)) -> (log_probs (N, V), state)`.
+        step_fn: `(fixed (B rows), state (N = B * k rows), prev (N,)) -> (log_probs (N, V), state)`.
         grammar: keep only well-formed programs (needs `n_numbers` (B,), the problems' numbers).
     """
     B = next(iter(state.values())).shape[0]
     search, N = BeamSearch(k), B * k
-    fixed, state = expand(fixed, k), expand(state, k)
+    state = expand(state, k)
     device = next(iter(state.values())).device
     scores = torch.full((B, k), float("-inf"), device=device)
     scores[:, 0] = 0.0  # at first only beam 0 is live; the others would repeat it

@@ -17,7 +17,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from syllabus.programs.inputs import UNK_WORD, number_index, pad, word_offsets
 
@@ -50,8 +49,7 @@ class GloveEncoder(nn.Module):
         self.embed.weight.requires_grad_(not freeze_embeddings)
         self.number = nn.Embedding(max_numbers + 1, dim)
         self.drop = nn.Dropout(dropout)
-        self.rnn = nn.LSTM(dim, hidden // 2, layers, batch_first=True, bidirectional=True,
-                           dropout=dropout if layers > 1 else 0.0)
+        self.rnn = BiLSTM(dim, hidden // 2, layers, dropout)
 
     def get_extra_state(self) -> dict:
         return {"words": self.words}
@@ -70,12 +68,49 @@ class GloveEncoder(nn.Module):
         """memory (B, S, H), summary (B, H)."""
         src, mask = batch["src"], batch["mask"]  # (B, S)
         x = self.drop(self.embed(src) + self.number(batch["num"]))  # (B, S, E)
-        lengths = mask.sum(1).clamp(min=1).cpu()
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        out, (h, _) = self.rnn(packed)
-        memory, _ = pad_packed_sequence(out, batch_first=True, total_length=src.shape[1])  # (B, S, H)
-        summary = torch.cat([h[-2], h[-1]], dim=-1)  # last layer, both directions: (B, H)
+        memory, summary = self.rnn(x, mask.sum(1).clamp(min=1))  # (B, S, H), (B, H)
         return self.drop(memory), summary
+
+
+class BiLSTM(nn.Module):
+    """A bidirectional LSTM over right-padded sequences, without packing.
+
+    The backward direction reads each sequence reversed within its own length (its padding
+    stays at the end), so both directions are plain unidirectional LSTM calls (the fused
+    kernel; PyTorch's packed-sequence path on CPU is about twice as slow) and padding never
+    reaches a valid position. Outputs at padded positions are zero.
+
+    Args:
+        input_size: features per position.
+        hidden: per direction (the output has 2 x hidden).
+        layers: stacked bidirectional layers, each reading both directions of the one below.
+        dropout: between layers.
+    """
+
+    def __init__(self, input_size: int, hidden: int, layers: int = 1, dropout: float = 0.0):
+        super().__init__()
+        sizes = [input_size] + [2 * hidden] * (layers - 1)
+        self.fwd = nn.ModuleList(nn.LSTM(n, hidden, batch_first=True) for n in sizes)
+        self.bwd = nn.ModuleList(nn.LSTM(n, hidden, batch_first=True) for n in sizes)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, S, E), lengths (B,) >= 1 -> outputs (B, S, 2H), final states of both directions (B, 2H)."""
+        S = x.shape[1]
+        pos = torch.arange(S, device=x.device).unsqueeze(0)  # (1, S)
+        lengths = lengths.to(x.device).unsqueeze(1)  # (B, 1)
+        valid = pos < lengths  # (B, S)
+        rev = torch.where(valid, lengths - 1 - pos, pos)  # (B, S), its own inverse
+        flip = lambda t: t.gather(1, rev.unsqueeze(-1).expand_as(t))
+        last = (lengths - 1).unsqueeze(-1)  # (B, 1, 1)
+        for i, (fwd, bwd) in enumerate(zip(self.fwd, self.bwd)):
+            if i:
+                x = self.drop(x)
+            ahead, _ = fwd(x)  # (B, S, H)
+            back, _ = bwd(flip(x))  # (B, S, H), position s = original position len - 1 - s
+            final = torch.cat([t.gather(1, last.expand(-1, 1, t.shape[-1])).squeeze(1) for t in (ahead, back)], -1)
+            x = torch.cat([ahead, flip(back)], dim=-1) * valid.unsqueeze(-1)  # (B, S, 2H)
+        return x, final
 
 
 class BertEncoder(nn.Module):
@@ -211,18 +246,23 @@ class LSTMDecoder(nn.Module):
         return fixed, state
 
     def forward_sequence(self, fixed: State, state: State, inputs: torch.Tensor) -> tuple[torch.Tensor, State]:
-        """inputs (N, T) tokens -> logits (N, T, V) and the state after the last."""
+        """inputs (N, T) tokens -> logits (N, T, V) and the state after the last. `fixed` holds B rows
+        and the state N = B * g rows, grouped by example (beam search keeps g hypotheses of each
+        example in consecutive rows): the g rows of one example attend to its memory together."""
+        N, T = inputs.shape
         x = self.drop(self.embed(inputs))  # (N, T, E)
         hc = (state["h"].transpose(0, 1).contiguous(), state["c"].transpose(0, 1).contiguous())  # (L, N, H)
         out, (h, c) = self.rnn(x, hc)  # (N, T, H)
         new_state = {"h": h.transpose(0, 1), "c": c.transpose(0, 1)}
         if not self.use_attention:
             return self.out(self.drop(out)), new_state
-        context, scores = self.attention(out, fixed["keys"], fixed["memory"], fixed["mask"])  # (N, T, H), (N, T, S)
-        logits = self.out(self.drop(torch.tanh(self.combine(torch.cat([out, context], dim=-1)))))  # (N, T, V)
+        B = fixed["memory"].shape[0]
+        query = out.reshape(B, N // B * T, -1)  # (B, gT, H)
+        context, scores = self.attention(query, fixed["keys"], fixed["memory"], fixed["mask"])  # (B, gT, H|S)
+        logits = self.out(self.drop(torch.tanh(self.combine(torch.cat([query, context], dim=-1)))))  # (B, gT, V)
         if self.copy_from is not None:
             logits = logits + self.pointer(scores, fixed["num"])
-        return logits, new_state
+        return logits.reshape(N, T, -1), new_state
 
     def pointer(self, scores: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
         """(N, T, V) additions to the logits: at `n_i`, the best score (N, T, S) over positions of number i."""
