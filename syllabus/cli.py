@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
+                   help="run all: experiments at once, each on cores/N threads (default 2 on a CPU with 2+ cores)")
     r.add_argument("--launcher", default=None, metavar="{local,submitit-local,slurm}",
                    help="where sweep points run: here (local, the default), or one submitit job each")
 
@@ -107,8 +109,11 @@ def cmd_run(args) -> None:
         if sweeps or args.launcher not in (None, "local"):
             raise UsageError("run all uses each experiment's own sweep, here; --sweep and --launcher need one "
                              "experiment")
-        plans = runner.plan_all(args.profile, sets, None)
-        path = runner.execute_all(plans, Path(args.out), args.device)
+        from syllabus import run_all
+
+        plans = run_all.plan_all(args.profile, sets, None)
+        jobs = args.jobs or run_all.default_jobs(args.device)
+        path = run_all.execute_all(plans, Path(args.out), args.device, jobs)
     else:
         p = runner.plan(get_experiment(args.name), args.profile, sets, sweeps, launcher=args.launcher or "local")
         path = runner.execute(p, Path(args.out), args.device)

@@ -9,16 +9,14 @@ through a config key and never imports the runner or another experiment.
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import Any
 
 from syllabus import runs
 from syllabus.config import apply_overrides, from_dict, get_value, leaves, point_label, sweep_points, to_dict
 from syllabus.errors import RunFailed, UsageError
-from syllabus.experiments import EXPERIMENTS, Experiment, get_experiment, read_run_config
+from syllabus.experiments import Experiment, get_experiment, read_run_config
 from syllabus.launch import PointJob, check_launcher, job_state, submit
-from syllabus.options import PREFIXES as OPTION_PREFIXES
 from syllabus.options import RunOptions, apply_options, options_dict, split_options
 from syllabus.runs import Run, check_out_dir, is_main_process, new_run_dir, read_json, timestamp, write_json
 
@@ -216,50 +214,3 @@ def report(run_dir: Path) -> Path:
         return compare(run_dir)
     exp, _, _ = read_run_config(run_dir)
     return exp.report(Run(run_dir))
-
-
-def plan_all(profile: str, overrides: dict[str, str], seed: int | None) -> list[Plan]:
-    """A plan per experiment; each `--set` key applies where an experiment has it."""
-    plans, used = [], {k for k in overrides if k.startswith(OPTION_PREFIXES)}
-    options = {k: overrides[k] for k in used}  # log.* and launcher.* apply to every run
-    for _, exp in EXPERIMENTS.items():
-        valid = leaves(exp.config(profile))
-        mine = {k: v for k, v in overrides.items() if k in valid}
-        used |= set(mine)
-        plans.append(plan(exp, profile, {**mine, **options}, exp.default_sweep, seed))
-    unused = set(overrides) - used
-    if unused:
-        raise UsageError(f"no experiment has the key(s) {', '.join(sorted(unused))}")
-    return plans
-
-
-def execute_all(plans: list[Plan], out: Path, device: str) -> Path:
-    """Run every plan (reuse served from runs made here), then write `out/index.html`."""
-    from syllabus.report.pages import index_page
-
-    check_out_dir(out)
-    stamp, entries, done, start = timestamp(), [], {}, time.perf_counter()
-    for i, p in enumerate(plans):
-        for key, upstream in p.exp.reuses.items():
-            if upstream in done and get_value(p.cfg, key) == "":
-                p.cfg = apply_overrides(p.cfg, {key: str(done[upstream])})
-        began, entry = time.perf_counter(), {"exp": p.exp, "report": None, "error": ""}
-        try:
-            entry["report"] = execute(p, out, device, stamp)
-            done[p.exp.name] = entry["report"].parent
-        except RunFailed as e:
-            entry["error"] = str(e)
-        entry["seconds"] = time.perf_counter() - began
-        entries.append(entry)
-        print(_progress_line(plans, i, entry, time.perf_counter() - start))
-    return index_page(Path(out), entries, plans[0].profile if plans else "")
-
-
-def _progress_line(plans: list[Plan], i: int, entry: dict, elapsed: float) -> str:
-    """`[3/10] vae 95 s (ok) · 6.1 min so far, about 12 min to go`, scaled by the pace so far."""
-    spent_budget = sum(p.exp.budget_s for p in plans[:i + 1])
-    left_budget = sum(p.exp.budget_s for p in plans[i + 1:])
-    pace = elapsed / max(spent_budget, 1e-9)
-    status = "ok" if entry["report"] is not None else "failed"
-    return (f"[{i + 1}/{len(plans)}] {entry['exp'].name} {entry['seconds']:.0f} s ({status}) · "
-            f"{elapsed / 60:.1f} min so far, about {left_budget * pace / 60:.0f} min to go")

@@ -13,6 +13,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "syllabus"
 BLOCKS = ("nn", "metrics", "data", "explain", "programs", "train", "report")
+RUNNERS = ("syllabus.runner", "syllabus.run_all", "syllabus.cli")
 
 
 def _imports(path: Path) -> set[str]:
@@ -32,7 +33,7 @@ def _modules(folder: str) -> list[Path]:
 
 @pytest.mark.parametrize("path", [p for b in BLOCKS for p in _modules(b)], ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_building_blocks_import_no_experiment_runner_or_cli(path):
-    bad = {n for n in _imports(path) if n.startswith(("syllabus.experiments", "syllabus.runner", "syllabus.cli"))}
+    bad = {n for n in _imports(path) if n.startswith(("syllabus.experiments", *RUNNERS))}
     assert not bad, f"{path.name} imports {sorted(bad)}"
 
 
@@ -52,7 +53,7 @@ def _owner(module: str) -> str:
 def test_experiments_import_neither_the_runner_nor_each_other(path):
     me = _owner(path.stem)
     for name in _imports(path):
-        assert not name.startswith(("syllabus.runner", "syllabus.cli")), f"{path.name} imports {name}"
+        assert not name.startswith(RUNNERS), f"{path.name} imports {name}"
         parts = name.split(".")
         if parts[:2] == ["syllabus", "experiments"] and len(parts) > 2:
             other = parts[2]

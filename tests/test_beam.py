@@ -183,3 +183,13 @@ def test_length_penalty_reranks_by_mean_log_prob():
         assert (ranked[:-1] >= ranked[1:] - 1e-6).all()
         assert sorted(plain.scores[b][torch.isfinite(plain.scores[b])].tolist()) == \
             pytest.approx(sorted(norm.scores[b][finite].tolist()))
+
+
+@pytest.mark.parametrize("k", [2, 5])
+def test_best_only_stops_early_with_the_same_best_sequence(k):
+    script = RandomScript(V=6, seed=3)
+    full, early = run(script, 40, k, 12), run(script, 40, k, 12, best_only=True)
+    for b in range(40):
+        assert strip(early.best()[b]) == strip(full.best()[b])
+        assert early.scores[b, 0] == full.scores[b, 0]
+    assert early.tokens.shape[-1] < full.tokens.shape[-1]  # it did stop before every beam had ended

@@ -141,10 +141,14 @@ def test_corrupt_birds_image_is_named(tmp_path, kaggle_birds, capsys):
 
 
 @pytest.mark.slow
-def test_run_all_smoke_writes_an_index_card_per_experiment(tmp_path, capsys):
+@pytest.mark.parametrize("jobs", ["1", "2"])  # one after another (as on a GPU), or two at once
+def test_run_all_smoke_writes_an_index_card_per_experiment(tmp_path, capsys, jobs):
     from syllabus.experiments import EXPERIMENTS
 
-    assert main(["run", "all", "--profile", "smoke", "--out", str(tmp_path), "--device", "cpu"]) == 0
+    assert main(["run", "all", "--profile", "smoke", "--out", str(tmp_path), "--device", "cpu", "--jobs", jobs]) == 0
+    sweeps = [d for d in (tmp_path / "resnet-norms").iterdir() if d.name.endswith("-sweep")]
+    gradcam = json.loads(next((tmp_path / "gradcam").glob("*/config.json")).read_text())
+    assert len(sweeps) == 1 and gradcam["config"]["model"]["run"] == str(sweeps[0])  # reused, trained once
     html = (tmp_path / "index.html").read_text()
     assert html.count('<article class="card">') == len(EXPERIMENTS)
     assert html.count("open the report") == len(EXPERIMENTS) and "failed:" not in html

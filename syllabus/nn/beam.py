@@ -68,12 +68,15 @@ def expand(tensors: State, k: int) -> State:
 
 def beam_search(step_fn: StepFn, fixed: State, state: State, *, k: int, max_len: int, bos: int, eos: int,
                 pad: int, grammar: ProgramGrammar | None = None, n_numbers: torch.Tensor | None = None,
-                length_penalty: float = 0.0) -> Beams:
+                length_penalty: float = 0.0, best_only: bool = False) -> Beams:
     """The k best sequences for each of the B examples of `fixed` / `state` (batch-first dicts).
 
     Args:
         step_fn: `(fixed (B rows), state (N = B * k rows), prev (N,)) -> (log_probs (N, V), state)`.
         grammar: keep only well-formed programs (needs `n_numbers` (B,), the problems' numbers).
+        best_only: stop once every example's best hypothesis has ended. Scores only fall as a
+            hypothesis grows, so no live one can overtake it: `best()` is exact (without a length
+            penalty), and the other k - 1 are whatever the search held then.
     """
     B = next(iter(state.values())).shape[0]
     search, N = BeamSearch(k), B * k
@@ -87,6 +90,7 @@ def beam_search(step_fn: StepFn, fixed: State, state: State, *, k: int, max_len:
     gstate = grammar.start(n_numbers.to(device).repeat_interleave(k)) if grammar is not None else None
     offsets = (torch.arange(B, device=device) * k).unsqueeze(1)  # (B, 1)
     specials = torch.tensor([pad, bos], device=device)
+    stop_at_best = best_only and length_penalty == 0
     for _ in range(max_len):
         lprobs, state = step_fn(fixed, state, prev)  # (N, V)
         lprobs = lprobs.index_fill(1, specials, float("-inf"))  # live hypotheses never emit pad or bos
@@ -103,7 +107,7 @@ def beam_search(step_fn: StepFn, fixed: State, state: State, *, k: int, max_len:
         if gstate is not None:
             gstate = grammar.advance(gstate.select(rows), tok)
         prev = tok
-        if bool(finished.all()):
+        if bool(finished.all()) or (stop_at_best and bool(finished.view(B, k)[:, 0].all())):
             break
     return _ranked(tokens.view(B, k, -1), scores, eos, pad, length_penalty)
 

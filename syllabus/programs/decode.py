@@ -45,7 +45,7 @@ def predict_programs(model: Seq2Seq, vocab: ProgramVocab, items: Sequence[dict],
         fixed, state = model.start(batch)
         beams = beam_search(model.step, fixed, state, k=beam, max_len=max_len, bos=vocab.bos, eos=vocab.eos,
                             pad=vocab.pad, grammar=rules, n_numbers=batch["n_numbers"],
-                            length_penalty=length_penalty)
+                            length_penalty=length_penalty, best_only=True)
         for i, tokens in zip(idx, beams.best().tolist()):
             out[i] = vocab.decode(tokens)
     model.train(was_training)
