@@ -233,7 +233,8 @@ def scene_splits(cfg: SceneDataConfig) -> tuple[dict[str, Dataset], dict]:
 
 # --- catalogue hooks (syllabus data list / prepare), for `syllabus.data.register` ---
 
-DEFAULT_COUNTS = {"train": 2000, "val": 300, "test": 300}  # the quick profile's cache
+DEFAULT_COUNTS = {"train": 2000, "val": 300, "test": 300}  # the quick profiles' caches
+DEFAULT_SIZES = (32, 64)  # slot-attention's quick at 32 px, slot-diffusion's at 64 px
 
 
 def scenes_location(root_override: str | None = None) -> Path:
@@ -242,12 +243,15 @@ def scenes_location(root_override: str | None = None) -> Path:
 
 def scenes_present(root_override: str | None = None) -> bool:
     root = data_dir(root_override)
-    return all(cache_path(s, 64, n, 0, (2, 6), root).exists() for s, n in DEFAULT_COUNTS.items())
+    return all(cache_path(s, size, n, 0, (2, 6), root).exists()
+               for s, n in DEFAULT_COUNTS.items() for size in DEFAULT_SIZES)
 
 
 def prepare_scenes(root_override: str | None = None, download: bool = False) -> str:
-    """Generate the quick profile's cache (nothing to download: the set is generated)."""
+    """Generate the quick profiles' caches (nothing to download: the set is generated)."""
     root = data_dir(root_override)
     for split, count in DEFAULT_COUNTS.items():
-        load_scenes_split(split, 64, count, 0, root)
-    return f"scenes: {'/'.join(map(str, DEFAULT_COUNTS.values()))} scenes, 64x64, seed 0, in {scenes_location(root)}"
+        for size in DEFAULT_SIZES:
+            load_scenes_split(split, size, count, 0, root)
+    sizes = " and ".join(f"{size}x{size}" for size in DEFAULT_SIZES)
+    return f"scenes: {'/'.join(map(str, DEFAULT_COUNTS.values()))} scenes, {sizes}, seed 0, in {scenes_location(root)}"
