@@ -148,9 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if getattr(args, "threads", None):
-            import torch
+            from syllabus.threads import limit_threads
 
-            torch.set_num_threads(args.threads)
+            limit_threads(args.threads)
         if args.command == "list":
             cmd_list()
         elif args.command == "run":

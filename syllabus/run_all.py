@@ -23,6 +23,7 @@ from syllabus.experiments import EXPERIMENTS, get_experiment
 from syllabus.options import PREFIXES as OPTION_PREFIXES
 from syllabus.runner import Plan, execute, plan
 from syllabus.runs import check_out_dir, timestamp
+from syllabus.threads import POOL_VARIABLES, limit_threads
 
 
 def plan_all(profile: str, overrides: dict[str, str], seed: int | None) -> list[Plan]:
@@ -94,6 +95,8 @@ def _run_parallel(plans: list[Plan], out: Path, device: str, stamp: str, jobs: i
           f"their output: {logs.resolve()}/<experiment>.log")
     names = {p.exp.name for p in plans}
     waiting, running = list(plans), {}  # running: Future -> Plan
+    saved = {name: os.environ.get(name) for name in POOL_VARIABLES}
+    os.environ.update({name: str(threads) for name in POOL_VARIABLES})  # read by the workers' libraries at start
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
     try:
         while waiting or running:
@@ -109,6 +112,11 @@ def _run_parallel(plans: list[Plan], out: Path, device: str, stamp: str, jobs: i
                 print(_progress_line(plans, entries, p.exp.name, time.perf_counter() - start))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _ready(p: Plan, names: set[str], entries: dict[str, dict]) -> bool:
@@ -127,9 +135,7 @@ def _outcome(future: Future, log: Path) -> dict:
 def _job(name: str, profile: str, cfg, points: list, options, out: Path, device: str, stamp: str, threads: int,
          log: Path) -> dict:
     """One experiment in a worker process, its output going to `log`."""
-    import torch
-
-    torch.set_num_threads(threads)
+    limit_threads(threads)
     sys.stdout.flush()
     sys.stderr.flush()
     with open(log, "a", buffering=1) as f:

@@ -1,6 +1,7 @@
 """The command line end to end: smoke runs, sweeps, resume, reports, and bad input."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -59,16 +60,25 @@ def test_list_names_every_profile(capsys):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("argv", [["--threads", "1", "list"], ["list", "--threads", "1"]])
-def test_threads_is_taken_before_or_after_the_command(capsys, argv):
+def test_threads_is_taken_before_or_after_the_command_and_limits_blas_too(capsys, monkeypatch, argv):
+    import scipy.linalg  # noqa: F401 - loads a BLAS whose pool must be limited too
     import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
 
-    before = torch.get_num_threads()
+    from syllabus.threads import POOL_VARIABLES
+
+    for name in POOL_VARIABLES:
+        monkeypatch.setenv(name, "2")  # restored after the test
+    before, pools = torch.get_num_threads(), threadpool_info()
     try:
         torch.set_num_threads(2)
         assert main(argv) == 0
         assert torch.get_num_threads() == 1
+        assert pools and all(pool["num_threads"] == 1 for pool in threadpool_info())
+        assert all(os.environ[name] == "1" for name in POOL_VARIABLES)  # for libraries loaded later
     finally:
         torch.set_num_threads(before)
+        threadpool_limits(limits=max(pool["num_threads"] for pool in pools))
 
 
 def test_smoke_run_writes_the_run_directory(tmp_path, capsys):

@@ -86,3 +86,25 @@ def test_masking_every_patch_gives_chance(model, fill):
     assert len(intact.unique()) > 1  # the images themselves do get different predictions
     assert len(pred.unique()) == 1
     assert (pred == labels).float().mean().item() == pytest.approx(1 / 12)
+
+
+def test_ratio_zero_points_are_one_clean_pass(model):
+    """The curves' ratio-0 points reuse one unmasked pass (masking nothing changes nothing, above)."""
+    from syllabus.experiments.vit_analysis_study import Images, clean_accuracy, random_curves, ranked_curves
+
+    torch.manual_seed(1)
+    images = Images(torch.randn(20, 3, 16, 16) * 3, torch.arange(12).repeat(2)[:20])
+    fills = {"zero": torch.zeros(3), "drop": None}
+    calls = []
+    hook = model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        clean = clean_accuracy(model, images, 8, torch.device("cpu"))
+        calls.clear()
+        curves = random_curves(model, images, [0.0, 0.5], [0, 1], fills, 8, torch.device("cpu"))
+        ranked = ranked_curves(model, images, torch.rand(20, 16).numpy(), [0.0, 0.5], fills, 8, torch.device("cpu"))
+    finally:
+        hook.remove()
+    assert all(row[0] == clean for rows in curves.values() for row in rows)
+    assert all(r[k][0] == clean for r in ranked.values() for k in ("most", "least"))
+    batches = 3  # 20 images in batches of 8
+    assert len(calls) == batches * (2 + 2 * 2 + 2 * 2)  # one clean pass per function, then every masked point

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import torch
 
 from syllabus.explain.attention import cls_attention, rollout_cls, to_grid, to_pixels
-from syllabus.explain.masking import PATTERNS, masked_logits, pattern_mask, random_mask, ranked_mask
+from syllabus.explain.masking import PATTERNS, count, masked_logits, pattern_mask, random_mask, ranked_mask
 from syllabus.explain.probes import linear_probe
 from syllabus.metrics.localization import (
     baseline_scores,
@@ -137,15 +138,25 @@ def masked_accuracy(model, images: Images, make_mask: Callable[[slice], torch.Te
     return correct / len(images.x)
 
 
+def clean_accuracy(model, images: Images, batch_size: int, device: torch.device) -> float:
+    """Accuracy with nothing masked: every ratio-0 point of every curve (no fill changes an image then)."""
+    return masked_accuracy(model, images, lambda s: torch.zeros(s.stop - s.start, model.num_patches, dtype=torch.bool),
+                           None, batch_size, device)
+
+
 def random_curves(model, images: Images, ratios: list[float], seeds: list[int], fills: dict, batch_size: int,
                   device: torch.device) -> dict[str, list[list[float]]]:
     """{how: accuracy (seeds, ratios)} with random patches masked; each seed draws one mask per image."""
     n, curves = model.num_patches, {}
+    clean = cache(lambda: clean_accuracy(model, images, batch_size, device))  # computed once, if a ratio masks none
     for how, fill in fills.items():
         curves[how] = []
         for seed in seeds:
             row = []
             for ratio in ratios:
+                if count(ratio, n) == 0:
+                    row.append(clean())
+                    continue
                 masks = random_mask(len(images.x), n, ratio, torch.Generator().manual_seed(seed))  # (N_img, N)
                 row.append(masked_accuracy(model, images, lambda s, m=masks: m[s], fill, batch_size, device))
             curves[how].append(row)
@@ -166,9 +177,11 @@ def ranked_curves(model, images: Images, scores: np.ndarray, ratios: list[float]
     """{how: {"most": [...], "least": [...]}}: the most- or least-attended patches masked first,
     ranked by `scores` (N_img, N), e.g. each image's rollout map."""
     scores = torch.as_tensor(scores).flatten(1)
+    clean = cache(lambda: clean_accuracy(model, images, batch_size, device))
 
     def curve(fill: torch.Tensor | None, most: bool) -> list[float]:
-        return [masked_accuracy(model, images, lambda s, r=r: ranked_mask(scores[s], r, most), fill, batch_size,
+        return [clean() if count(r, scores.shape[1]) == 0 else
+                masked_accuracy(model, images, lambda s, r=r: ranked_mask(scores[s], r, most), fill, batch_size,
                                 device) for r in ratios]
 
     return {how: {"most": curve(fill, True), "least": curve(fill, False)} for how, fill in fills.items()}

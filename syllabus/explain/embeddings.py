@@ -12,6 +12,9 @@ function says so.
   over orthogonal matrices is ``U V^T`` where ``U S V^T = A^T B``. Fitted on centred
   paired embeddings, ``x -> (x - mean_x) R + mean_y`` maps images into the text modality;
   the mean-shift baseline is the same with ``R = I``.
+
+scikit-learn fits run on one BLAS/OpenMP thread: the arrays are small, and threads on a busy
+CPU wait on each other far longer than they compute.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 
 def normalize(x: np.ndarray) -> np.ndarray:
@@ -108,8 +112,9 @@ def modality_classifier_accuracy(image: np.ndarray, text: np.ndarray, seed: int 
     x = np.concatenate([normalize(image), normalize(text)])  # (N + M, D)
     y = np.r_[np.zeros(len(image)), np.ones(len(text))]
     x_fit, x_test, y_fit, y_test = train_test_split(x, y, test_size=test_size, random_state=seed, stratify=y)
-    clf = LogisticRegression(max_iter=1000).fit(x_fit, y_fit)
-    return float(clf.score(x_test, y_test))
+    with threadpool_limits(1):
+        clf = LogisticRegression(max_iter=1000).fit(x_fit, y_fit)
+        return float(clf.score(x_test, y_test))
 
 
 def project_2d(image: np.ndarray, text: np.ndarray, method: str = "pca", seed: int = 0
@@ -119,12 +124,13 @@ def project_2d(image: np.ndarray, text: np.ndarray, method: str = "pca", seed: i
     from sklearn.manifold import TSNE
 
     x = np.concatenate([normalize(image), normalize(text)])  # (N + M, D)
-    if method == "pca":
-        xy = PCA(2, random_state=seed).fit_transform(x)
-    elif method == "tsne":
-        xy = TSNE(2, perplexity=min(30.0, (len(x) - 1) / 3), init="pca", random_state=seed).fit_transform(x)
-    else:
+    if method not in ("pca", "tsne"):
         raise ValueError(f"unknown projection {method!r}; valid: pca, tsne")
+    with threadpool_limits(1):
+        if method == "pca":
+            xy = PCA(2, random_state=seed).fit_transform(x)
+        else:
+            xy = TSNE(2, perplexity=min(30.0, (len(x) - 1) / 3), init="pca", random_state=seed).fit_transform(x)
     return xy[: len(image)], xy[len(image):]
 
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from syllabus.explain.probes import linear_probe, silhouette
@@ -109,11 +110,12 @@ def tsne_2d(x: np.ndarray, seed: int = 0, perplexity: float = 30.0, max_iter: in
     """(N, D) -> (N, 2) t-SNE map (scikit-learn), after PCA to at most 50 dimensions."""
     x = np.asarray(x, dtype=np.float64)
     dims = min(50, x.shape[1], len(x))
-    if dims < x.shape[1]:
-        x = PCA(dims, random_state=seed).fit_transform(x)  # (N, dims)
-    tsne = TSNE(2, perplexity=min(perplexity, (len(x) - 1) / 3), init="pca", learning_rate="auto",
-                max_iter=max_iter, random_state=seed)
-    return tsne.fit_transform(x).astype(np.float32)
+    with threadpool_limits(1):  # small arrays: threads on a busy CPU only wait on each other
+        if dims < x.shape[1]:
+            x = PCA(dims, random_state=seed).fit_transform(x)  # (N, dims)
+        tsne = TSNE(2, perplexity=min(perplexity, (len(x) - 1) / 3), init="pca", learning_rate="auto",
+                    max_iter=max_iter, random_state=seed)
+        return tsne.fit_transform(x).astype(np.float32)
 
 
 def hierarchy_scores(train: dict[str, np.ndarray], train_y: np.ndarray, test: dict[str, np.ndarray],
