@@ -349,5 +349,5 @@ register(Experiment(
     key_figure="samples",
     default_sweep={},
     monitors=("val/loss", "val/fg_ari", "val/ari"),
-    budget_s=120,
+    budget_s=175,
 ))
