@@ -105,6 +105,8 @@ def cmd_run(args) -> None:
         path = runner.resume(Path(args.resume), sets, args.device, args.launcher)
     elif not args.name:
         raise UsageError("run needs an experiment name, 'all', or --resume RUN_DIR")
+    elif args.jobs is not None and args.name != "all":
+        raise UsageError("--jobs sets how many experiments `run all` runs at once; one experiment takes --threads")
     elif args.name == "all":
         if sweeps or args.launcher not in (None, "local"):
             raise UsageError("run all uses each experiment's own sweep, here; --sweep and --launcher need one "

@@ -42,6 +42,8 @@ def _errors(capsys, argv):
     (["run", "resnet-norms", "--set", "data.root=/tmp"], "data.root is for real datasets"),
     (["run", "resnet-norms", "--set", "train.lr=0.1", "--set", "train.lr=0.2"], "given twice"),
     (["run", "resnet-norms", "--threads", "0"], "--threads"),
+    (["run", "resnet-norms", "--jobs", "2"], "--jobs sets how many experiments `run all` runs at once"),
+    (["run", "all", "--jobs", "0"], "--jobs"),
     (["data", "prepare", "nope"], "valid"),
 ])
 def test_bad_input_is_one_line_and_status_2(capsys, tmp_path, argv, expected):

@@ -108,9 +108,9 @@ class BiLSTM(nn.Module):
                 x = self.drop(x)
             ahead, _ = fwd(x)  # (B, S, H)
             back, _ = bwd(flip(x))  # (B, S, H), position s = original position len - 1 - s
-            final = torch.cat([t.gather(1, last.expand(-1, 1, t.shape[-1])).squeeze(1) for t in (ahead, back)], -1)
             x = torch.cat([ahead, flip(back)], dim=-1) * valid.unsqueeze(-1)  # (B, S, 2H)
-        return x, final
+        final = torch.cat([t.gather(1, last.expand(-1, 1, t.shape[-1])).squeeze(1) for t in (ahead, back)], -1)
+        return x, final  # final: the last layer's states after each direction read the whole sequence
 
 
 class BertEncoder(nn.Module):
@@ -265,7 +265,8 @@ class LSTMDecoder(nn.Module):
         return logits.reshape(N, T, -1), new_state
 
     def pointer(self, scores: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
-        """(N, T, V) additions to the logits: at `n_i`, the best score (N, T, S) over positions of number i."""
+        """(B, Q, V) additions to the logits: at `n_i`, the best attention score (B, Q, S) over the input
+        positions holding number i, num (B, S); Q queries per example (T, or g * T for g beams)."""
         M = self.max_numbers
         best = scores.new_full((*scores.shape[:2], M + 1), float("-inf"))
         best = best.scatter_reduce(2, num.clamp(max=M).unsqueeze(1).expand_as(scores), scores, "amax")
