@@ -179,3 +179,13 @@ def test_run_all_smoke_writes_an_index_card_per_experiment(tmp_path, capsys):
     assert html.count("open the report") == len(EXPERIMENTS) and "failed:" not in html
     out = capsys.readouterr().out
     assert f"[{len(EXPERIMENTS)}/{len(EXPERIMENTS)}]" in out and "min to go" in out
+
+
+def test_every_profile_of_every_experiment_builds_its_config():
+    from syllabus.config import leaves
+    from syllabus.experiments import EXPERIMENTS
+
+    for name, exp in EXPERIMENTS.items():
+        assert set(exp.profiles) == {"smoke", "quick", "full"}, name
+        for profile in exp.profiles:
+            assert leaves(exp.config(profile)), (name, profile)  # a factory error fails here, not on a GPU

@@ -88,23 +88,32 @@ def test_masking_every_patch_gives_chance(model, fill):
     assert (pred == labels).float().mean().item() == pytest.approx(1 / 12)
 
 
-def test_ratio_zero_points_are_one_clean_pass(model):
-    """The curves' ratio-0 points reuse one unmasked pass (masking nothing changes nothing, above)."""
-    from syllabus.experiments.vit_analysis_study import Images, clean_accuracy, random_curves, ranked_curves
+def test_ratio_zero_points_take_the_clean_accuracy_of_the_inspecting_pass(model):
+    """The curves' ratio-0 points are the accuracy of `inspect`'s unmasked pass (computed once by
+    the caller), which equals an unmasked `masked_accuracy` pass; only masked points run the model."""
+    from syllabus.experiments.vit_analysis_study import (
+        Images,
+        accuracy_of,
+        clean_accuracy,
+        inspect,
+        random_curves,
+        ranked_curves,
+    )
 
     torch.manual_seed(1)
     images = Images(torch.randn(20, 3, 16, 16) * 3, torch.arange(12).repeat(2)[:20])
     fills = {"zero": torch.zeros(3), "drop": None}
+    seen = inspect(model, images.x, 8, torch.device("cpu"))
+    assert accuracy_of(seen["logits"], images.y) == clean_accuracy(model, images, 8, torch.device("cpu"))
     calls = []
     hook = model.register_forward_hook(lambda *_: calls.append(1))
     try:
-        clean = clean_accuracy(model, images, 8, torch.device("cpu"))
-        calls.clear()
-        curves = random_curves(model, images, [0.0, 0.5], [0, 1], fills, 8, torch.device("cpu"))
-        ranked = ranked_curves(model, images, torch.rand(20, 16).numpy(), [0.0, 0.5], fills, 8, torch.device("cpu"))
+        curves = random_curves(model, images, [0.0, 0.5], [0, 1], fills, 8, torch.device("cpu"), clean=0.125)
+        ranked = ranked_curves(model, images, torch.rand(20, 16).numpy(), [0.0, 0.5], fills, 8, torch.device("cpu"),
+                               clean=0.125)
     finally:
         hook.remove()
-    assert all(row[0] == clean for rows in curves.values() for row in rows)
-    assert all(r[k][0] == clean for r in ranked.values() for k in ("most", "least"))
+    assert all(row[0] == 0.125 for rows in curves.values() for row in rows)
+    assert all(r[k][0] == 0.125 for r in ranked.values() for k in ("most", "least"))
     batches = 3  # 20 images in batches of 8
-    assert len(calls) == batches * (2 + 2 * 2 + 2 * 2)  # one clean pass per function, then every masked point
+    assert len(calls) == batches * (2 * 2 + 2 * 2)  # every masked point, no clean pass

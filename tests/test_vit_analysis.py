@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from syllabus.cli import main
 
@@ -47,26 +48,6 @@ def test_smoke_run_measures_what_the_issue_asks_and_resumes_exactly(exact_resume
     assert "Attention inside the object" in (whole / "report.html").read_text()
 
 
-@pytest.mark.slow
-def test_transformers_path_with_a_random_vit_config_on_stand_in_data(tmp_path):
-    out = tmp_path / "runs"
-    args = ["run", "vit-analysis", "--profile", "smoke", "--device", "cpu", "--out", str(out)]
-    for s in SMALL_HF:
-        args += ["--set", s]
-    assert main(args) == 0
-    run_dir = next((out / "vit-analysis").iterdir())
-    s = _summary(run_dir)
-    assert s["classes"][:2] == ["class 0", "class 1"] and "localisation" not in s  # FakeData: no masks
-    assert s["epochs_run"] == 1 and len(s["probes"]["cls"]) == 3
-    for how in ("zero", "mean", "drop"):
-        preds_share = s["masking"]["random"][how][0][-1]
-        assert preds_share in {k / 20 for k in range(21)}
-    with np.load(run_dir / "analysis.npz") as f:
-        assert f["heads"].shape[1:] == (2, 4, 4)
-    config = json.loads((run_dir / "config.json").read_text())
-    assert config["config"]["model"]["kind"] == "hf"
-
-
 def test_missing_weights_and_data_are_one_line_errors(tmp_path, capsys):
     base = ["run", "vit-analysis", "--profile", "smoke", "--out", str(tmp_path)]
     assert main([*base, "--set", "data.name=cifar10", "--set", f"data.root={tmp_path / 'none'}"]) == 2
@@ -77,3 +58,38 @@ def test_missing_weights_and_data_are_one_line_errors(tmp_path, capsys):
     assert "model.download=true" in err and "Traceback" not in err
     assert main([*base, "--set", "analysis.fills=zero,blur"]) == 2
     assert "blur" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_full_profile_runs_the_real_vit_b16_architecture_from_a_weights_folder(tmp_path):
+    """`--profile full` (ViT-B/16 at 224 px, a new 10-class head on weights loaded from a folder)
+    with random weights of the real architecture, a tiny stand-in dataset and, on this CPU, fp32
+    (the profile's bf16 autocast is a GPU setting: it makes CPU matmuls about 4x slower)."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from syllabus.experiments.vit_analysis import full
+
+    m = full().model
+    b16 = ViTConfig()  # transformers' defaults are ViT-B/16 at 224 px, the architecture of m.name
+    assert (m.dim, m.depth, m.heads, m.patch_size, int(m.dim * m.mlp_ratio)) == (
+        b16.hidden_size, b16.num_hidden_layers, b16.num_attention_heads, b16.patch_size, b16.intermediate_size)
+    torch.manual_seed(0)
+    weights = tmp_path / "vit-b16"
+    ViTForImageClassification(ViTConfig(num_labels=1000)).save_pretrained(weights)  # an ImageNet head, replaced
+    out = tmp_path / "runs"
+    sets = [f"model.name={weights}", "data.name=fake", "data.n_train=4", "data.n_val=2", "data.n_test=2",
+            "data.num_workers=0", "train.epochs=1", "train.batch_size=2", "train.precision=no", "analysis.n_images=2",
+            "analysis.grid=2", "analysis.ratios=0,1", "analysis.seeds=1", "analysis.fills=drop",
+            "analysis.probe_train=2", "analysis.probe_iter=20", "analysis.batch_size=2"]
+    args = ["run", "vit-analysis", "--profile", "full", "--device", "cpu", "--out", str(out)]
+    assert main(args + sum((["--set", s] for s in sets), [])) == 0
+    run_dir = next((out / "vit-analysis").iterdir())
+    s = _summary(run_dir)
+    assert s["epochs_run"] == 1 and s["classes"][:2] == ["class 0", "class 1"] and len(s["classes"]) == 10
+    assert len(s["probes"]["cls"]) == b16.num_hidden_layers + 1 and "localisation" not in s  # FakeData: no masks
+    assert s["masking"]["random"]["drop"][0][-1] in {0.0, 0.5, 1.0}  # every token dropped: one class for both
+    with np.load(run_dir / "analysis.npz") as f:
+        assert f["heads"].shape[1:] == (12, 14, 14) and f["rollout"].shape[1:] == (14, 14)
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    assert config["model"]["kind"] == "hf" and config["data"]["image_size"] == 224
+    assert full().train.precision == "bf16"

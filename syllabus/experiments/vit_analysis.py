@@ -93,7 +93,7 @@ class Config:
 
 
 def _adamw(**kw) -> TrainConfig:
-    return TrainConfig(optimizer="adamw", weight_decay=0.05, schedule="cosine", **kw)
+    return TrainConfig(**{"optimizer": "adamw", "weight_decay": 0.05, "schedule": "cosine", **kw})
 
 
 def smoke() -> Config:
@@ -174,12 +174,14 @@ def analyse(cfg: Config, model, data, run: Run) -> dict:
     seen = study.inspect(model, images.x, a.batch_size, device)
     fills = {"zero": data.black, "mean": probe_set.x.mean((0, 2, 3)), "drop": None}
     fills = {k: (None if v is None else v.to(device)) for k, v in fills.items() if k in a.fills}
+    clean = study.accuracy_of(seen["logits"], images.y)  # nothing masked
     out: dict = {"masking": {
         "ratios": list(a.ratios),
         "random": study.random_curves(model, images, list(a.ratios), list(range(a.seeds)), fills, a.batch_size,
-                                      device),
+                                      device, clean),
         "patterns": study.pattern_table(model, images, fills, a.batch_size, device),
-        "ranked": study.ranked_curves(model, images, seen["rollout"], list(a.ratios), fills, a.batch_size, device),
+        "ranked": study.ranked_curves(model, images, seen["rollout"], list(a.ratios), fills, a.batch_size, device,
+                                      clean),
     }}
     train_feats = study.layer_features(model, probe_set.x, a.batch_size, device)
     out["probes"] = study.probe_layers(train_feats, probe_set.y.numpy(), seen, images.y.numpy(), cfg.seed,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 import torch
@@ -138,6 +137,11 @@ def masked_accuracy(model, images: Images, make_mask: Callable[[slice], torch.Te
     return correct / len(images.x)
 
 
+def accuracy_of(logits, labels: torch.Tensor) -> float:
+    """Share of rows whose argmax is the label, counted as `masked_accuracy` counts."""
+    return int((torch.as_tensor(logits).argmax(1) == labels).sum()) / len(labels)
+
+
 def clean_accuracy(model, images: Images, batch_size: int, device: torch.device) -> float:
     """Accuracy with nothing masked: every ratio-0 point of every curve (no fill changes an image then)."""
     return masked_accuracy(model, images, lambda s: torch.zeros(s.stop - s.start, model.num_patches, dtype=torch.bool),
@@ -145,17 +149,17 @@ def clean_accuracy(model, images: Images, batch_size: int, device: torch.device)
 
 
 def random_curves(model, images: Images, ratios: list[float], seeds: list[int], fills: dict, batch_size: int,
-                  device: torch.device) -> dict[str, list[list[float]]]:
-    """{how: accuracy (seeds, ratios)} with random patches masked; each seed draws one mask per image."""
+                  device: torch.device, clean: float) -> dict[str, list[list[float]]]:
+    """{how: accuracy (seeds, ratios)} with random patches masked; each seed draws one mask per image.
+    A ratio that masks no patch scores `clean`, the accuracy with nothing masked."""
     n, curves = model.num_patches, {}
-    clean = cache(lambda: clean_accuracy(model, images, batch_size, device))  # computed once, if a ratio masks none
     for how, fill in fills.items():
         curves[how] = []
         for seed in seeds:
             row = []
             for ratio in ratios:
                 if count(ratio, n) == 0:
-                    row.append(clean())
+                    row.append(clean)
                     continue
                 masks = random_mask(len(images.x), n, ratio, torch.Generator().manual_seed(seed))  # (N_img, N)
                 row.append(masked_accuracy(model, images, lambda s, m=masks: m[s], fill, batch_size, device))
@@ -173,14 +177,13 @@ def pattern_table(model, images: Images, fills: dict, batch_size: int, device: t
 
 
 def ranked_curves(model, images: Images, scores: np.ndarray, ratios: list[float], fills: dict, batch_size: int,
-                  device: torch.device) -> dict[str, dict[str, list[float]]]:
+                  device: torch.device, clean: float) -> dict[str, dict[str, list[float]]]:
     """{how: {"most": [...], "least": [...]}}: the most- or least-attended patches masked first,
-    ranked by `scores` (N_img, N), e.g. each image's rollout map."""
+    ranked by `scores` (N_img, N), e.g. each image's rollout map; `clean` as in `random_curves`."""
     scores = torch.as_tensor(scores).flatten(1)
-    clean = cache(lambda: clean_accuracy(model, images, batch_size, device))
 
     def curve(fill: torch.Tensor | None, most: bool) -> list[float]:
-        return [clean() if count(r, scores.shape[1]) == 0 else
+        return [clean if count(r, scores.shape[1]) == 0 else
                 masked_accuracy(model, images, lambda s, r=r: ranked_mask(scores[s], r, most), fill, batch_size,
                                 device) for r in ratios]
 
