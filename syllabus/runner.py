@@ -113,13 +113,19 @@ def run_one(exp: Experiment, profile: str, cfg: Any, run: Run, options: dict | N
 
 
 def run_sweep(p: Plan, out: Path, device: str, stamp: str) -> Path:
+    sweep_dir, info = start_sweep(p, out, device, stamp)
+    return run_points(info, sweep_dir, info["points"], p.cfg)
+
+
+def start_sweep(p: Plan, out: Path, device: str, stamp: str) -> tuple[Path, dict]:
+    """The sweep directory and its `sweep.json` (every point pending, each with its run dir)."""
     sweep_dir = new_run_dir(out, p.exp.name, stamp, "sweep")
     entries = [{"label": point_label(point), "overrides": point, "status": "pending",
                 "dir": str(new_run_dir(out, p.exp.name, stamp, point_label(point)))} for point in p.points]
     info = {"experiment": p.exp.name, "profile": p.profile, "launcher": p.launcher, "device": device,
             "options": options_dict(p.options), "base": to_dict(p.cfg), "points": entries}
     write_json(sweep_dir / "sweep.json", info)
-    return run_points(info, sweep_dir, entries, p.cfg)
+    return sweep_dir, info
 
 
 def run_points(info: dict, sweep_dir: Path, entries: list[dict], base_cfg: Any) -> Path:
@@ -134,16 +140,21 @@ def run_points(info: dict, sweep_dir: Path, entries: list[dict], base_cfg: Any) 
         print(f"[{exp.name}] {len(entries)} job(s) submitted; `syllabus report {sweep_dir}` shows what has finished")
         return compare(sweep_dir, allow_empty=True)
     for e in entries:
-        run = Run(Path(e["dir"]), device, resuming=(Path(e["dir"]) / "checkpoints" / "last.pt").exists(),
-                  tensorboard=options["log"]["tensorboard"])
-        try:
-            run_one(exp, profile, apply_overrides(base_cfg, e["overrides"]), run, options)
-            e["status"] = "ok"
-        except RunFailed as err:  # one diverging point does not stop the sweep
-            print(f"[{exp.name}] {e['label']} failed: {err}")
-            e.update(status="failed", error=str(err))
+        e.update(run_point(exp, profile, apply_overrides(base_cfg, e["overrides"]), e, device, options))
         write_json(sweep_dir / "sweep.json", info)
     return compare(sweep_dir)
+
+
+def run_point(exp: Experiment, profile: str, cfg: Any, entry: dict, device: str, options: dict) -> dict:
+    """Run one sweep point in its directory (resuming it if it has a checkpoint); its status."""
+    run = Run(Path(entry["dir"]), device, resuming=(Path(entry["dir"]) / "checkpoints" / "last.pt").exists(),
+              tensorboard=options["log"]["tensorboard"])
+    try:
+        run_one(exp, profile, cfg, run, options)
+        return {"status": "ok"}
+    except RunFailed as err:  # one diverging point does not stop the sweep
+        print(f"[{exp.name}] {entry['label']} failed: {err}")
+        return {"status": "failed", "error": str(err)}
 
 
 def compare(sweep_dir: Path, allow_empty: bool = False) -> Path:

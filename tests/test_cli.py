@@ -127,16 +127,16 @@ def test_smoke_sweep_writes_comparison(tmp_path):
 
 def test_run_all_waits_for_an_upstream_of_this_run_and_hands_it_over(tmp_path):
     from syllabus.experiments import get_experiment
-    from syllabus.run_all import _hand_over, _ready
+    from syllabus.run_jobs import hand_over, ready_to_start
     from syllabus.runner import plan
 
     p = plan(get_experiment("gradcam"), "smoke", {}, {})
-    assert not _ready(p, {"resnet-norms", "gradcam"}, {})  # its upstream is part of this run all
-    assert _ready(p, {"gradcam"}, {})  # not part of it: gradcam trains its own
-    _hand_over(p, {"resnet-norms": {"report": None, "error": "boom"}})  # failed upstream: nothing handed
+    assert not ready_to_start(p, {"resnet-norms", "gradcam"}, {})  # its upstream is part of this run all
+    assert ready_to_start(p, {"gradcam"}, {})  # not part of it: gradcam trains its own
+    hand_over(p, {"resnet-norms": {"report": None, "error": "boom"}})  # failed upstream: nothing handed
     assert p.cfg.model.run == ""
-    _hand_over(p, {"resnet-norms": {"report": tmp_path / "sweep" / "report.html"}})
-    assert p.cfg.model.run == str(tmp_path / "sweep") and _ready(p, {"resnet-norms", "gradcam"}, {})
+    hand_over(p, {"resnet-norms": {"report": tmp_path / "sweep" / "report.html"}})
+    assert p.cfg.model.run == str(tmp_path / "sweep") and ready_to_start(p, {"resnet-norms", "gradcam"}, {})
 
 
 def test_console_script_entry_point():
@@ -179,6 +179,34 @@ def test_run_all_smoke_writes_an_index_card_per_experiment(tmp_path, capsys):
     assert html.count("open the report") == len(EXPERIMENTS) and "failed:" not in html
     out = capsys.readouterr().out
     assert f"[{len(EXPERIMENTS)}/{len(EXPERIMENTS)}]" in out and "min to go" in out
+    sweep = json.loads((sweeps[0] / "sweep.json").read_text())  # its points ran as jobs of their own
+    labels = [e["label"] for e in sweep["points"]]
+    assert len(labels) == 6 and all(e["status"] == "ok" for e in sweep["points"])
+    assert sorted(f.name for f in (tmp_path / "logs").glob("resnet-norms.*.log")) == sorted(
+        f"resnet-norms.{label}.log" for label in labels)
+
+
+def test_run_all_splits_sweeps_into_point_jobs_and_records_each_point(tmp_path):
+    from syllabus.experiments import EXPERIMENTS
+    from syllabus.run_jobs import _finish, _point_ended, _split
+    from syllabus.runner import plan
+
+    exp = EXPERIMENTS["resnet-norms"]
+    sweeps = {}
+    jobs = _split(plan(exp, "smoke", {}, {"model.norm": "bn,gn,none"}), tmp_path, "cpu", "s", tmp_path, sweeps)
+    assert [j.point["label"] for j in jobs] == ["norm=bn", "norm=gn", "norm=none"]
+    assert all(j.seconds == exp.budget_s / 3 for j in jobs) and jobs[1].log.name == "resnet-norms.norm=gn.log"
+    single = _split(plan(EXPERIMENTS["vae"], "smoke", {}, {}), tmp_path, "cpu", "s", tmp_path, sweeps)
+    assert len(single) == 1 and single[0].point is None and single[0].seconds == EXPERIMENTS["vae"].budget_s
+    sweep = sweeps["resnet-norms"]
+    outcomes = [{"status": "failed", "error": "diverged at step 3", "seconds": 2.0}, {"report": None, "error": "boom"},
+                {"status": "failed", "error": "diverged at step 5", "seconds": 1.0}]
+    assert [_point_ended(sweep, j, o) for j, o in zip(jobs, outcomes)] == [False, False, True]
+    saved = json.loads((sweep.dir / "sweep.json").read_text())
+    assert [e["status"] for e in saved["points"]] == ["failed"] * 3 and saved["points"][1]["error"] == "boom"
+    entry = _finish(sweep)
+    assert entry["report"] is None and entry["seconds"] == 3.0
+    assert "no finished points" in entry["error"] and "norm=gn: boom" in entry["error"]
 
 
 def test_every_profile_of_every_experiment_builds_its_config():
