@@ -38,7 +38,8 @@ class Experiment:
         reuses: {config key: upstream experiment}: the runner points the key at an upstream run
             (a given one, the one `run all` just made, or one it trains first).
         monitors: metrics `train.monitor` may name (checked before training); empty = any.
-        budget_s: this experiment's expected share of `run all --profile quick`, in seconds.
+        budget_s: this experiment's expected time in `run all --profile quick`, in seconds on one
+            thread beside another job; orders the jobs (longest first) and estimates what remains.
     """
 
     name: str

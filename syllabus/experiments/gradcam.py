@@ -508,7 +508,7 @@ register(Experiment(
     check=check,
     reuses={"model.run": UPSTREAM},  # the runner hands over a resnet-norms run or sweep (trains one if none)
     key_figure="localisation",
-    budget_s=30,
+    budget_s=25,  # quick, measured in `run all` (one thread, beside another job)
     headline=["val/accuracy", "loc/correct/energy", "loc/correct/pointing", "loc/correct/uniform_energy",
               "loc/correct/gaussian_energy", "loc/wrong/energy"],
 ))
