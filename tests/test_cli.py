@@ -217,3 +217,16 @@ def test_every_profile_of_every_experiment_builds_its_config():
         assert set(exp.profiles) == {"smoke", "quick", "full"}, name
         for profile in exp.profiles:
             assert leaves(exp.config(profile)), (name, profile)  # a factory error fails here, not on a GPU
+
+
+def test_small_blas_calls_use_the_threads_asked_for_else_one(monkeypatch):
+    import scipy.linalg  # noqa: F401 - loads a BLAS
+    from threadpoolctl import threadpool_info
+
+    from syllabus import threads
+
+    blas = lambda: {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+    for asked, expected in ((None, {1}), (3, {3})):
+        monkeypatch.setattr(threads, "_asked", asked)
+        with threads.small_blas():
+            assert blas() == expected

@@ -22,7 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+
+from syllabus.threads import small_blas
 
 
 def normalize(x: np.ndarray) -> np.ndarray:
@@ -112,7 +113,7 @@ def modality_classifier_accuracy(image: np.ndarray, text: np.ndarray, seed: int 
     x = np.concatenate([normalize(image), normalize(text)])  # (N + M, D)
     y = np.r_[np.zeros(len(image)), np.ones(len(text))]
     x_fit, x_test, y_fit, y_test = train_test_split(x, y, test_size=test_size, random_state=seed, stratify=y)
-    with threadpool_limits(1):
+    with small_blas():
         clf = LogisticRegression(max_iter=1000).fit(x_fit, y_fit)
         return float(clf.score(x_test, y_test))
 
@@ -126,7 +127,7 @@ def project_2d(image: np.ndarray, text: np.ndarray, method: str = "pca", seed: i
     x = np.concatenate([normalize(image), normalize(text)])  # (N + M, D)
     if method not in ("pca", "tsne"):
         raise ValueError(f"unknown projection {method!r}; valid: pca, tsne")
-    with threadpool_limits(1):
+    with small_blas():
         if method == "pca":
             xy = PCA(2, random_state=seed).fit_transform(x)
         else:

@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
-from threadpoolctl import threadpool_limits
 from torch import nn
 
 from syllabus.explain.probes import linear_probe, silhouette
 from syllabus.metrics.cka import cka_matrix
+from syllabus.threads import small_blas
 
 
 def stage_modules(model: nn.Module) -> dict[str, nn.Module]:
@@ -110,7 +110,7 @@ def tsne_2d(x: np.ndarray, seed: int = 0, perplexity: float = 30.0, max_iter: in
     """(N, D) -> (N, 2) t-SNE map (scikit-learn), after PCA to at most 50 dimensions."""
     x = np.asarray(x, dtype=np.float64)
     dims = min(50, x.shape[1], len(x))
-    with threadpool_limits(1):  # small arrays: threads on a busy CPU only wait on each other
+    with small_blas():
         if dims < x.shape[1]:
             x = PCA(dims, random_state=seed).fit_transform(x)  # (N, dims)
         tsne = TSNE(2, perplexity=min(perplexity, (len(x) - 1) / 3), init="pca", learning_rate="auto",

@@ -14,7 +14,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
+
+from syllabus.threads import small_blas
 
 
 def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
@@ -24,7 +25,7 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, t
     Returns:
         {"accuracy": test accuracy, "train_accuracy": fit accuracy, "pred": (M,) predictions}.
     """
-    with threadpool_limits(1):
+    with small_blas():
         scaler = StandardScaler().fit(train_x)
         clf = LogisticRegression(C=c, max_iter=max_iter, random_state=seed)
         clf.fit(scaler.transform(train_x), train_y)
@@ -35,5 +36,5 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, t
 
 def silhouette(x: np.ndarray, labels: np.ndarray, max_points: int = 2000, seed: int = 0) -> float:
     """Mean silhouette of (N, D) features grouped by label (Euclidean), on at most `max_points`."""
-    with threadpool_limits(1):
+    with small_blas():
         return float(silhouette_score(x, labels, sample_size=min(len(x), max_points), random_state=seed))
