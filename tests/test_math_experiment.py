@@ -11,7 +11,8 @@ from syllabus.metrics.sequence import METRICS
 
 @pytest.mark.slow
 def test_smoke_run_trains_scores_reports_resumes_and_predicts_its_own_numbers(exact_resume, tmp_path, capsys):
-    run_dir, _ = exact_resume("math-programs", ["train.epochs=2", "data.n_train=64", "data.n_test=24"])
+    run_dir, _ = exact_resume("math-programs", ["train.epochs=2", "data.n_train=64", "data.n_test=24",
+                                                "model.beam_study=1,3"])
     s = json.loads((run_dir / "summary.json").read_text())
     epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in epochs if "step" not in r]
@@ -20,7 +21,8 @@ def test_smoke_run_trains_scores_reports_resumes_and_predicts_its_own_numbers(ex
     assert set(s["scores"]) == {"val", "val/grammar", "test", "test/grammar"}
     assert s["glove_covered"] > 0.9 * (s["n_words"] - 2)  # real GloVe vectors for the problems' words
     html = (run_dir / "report.html").read_text()
-    assert "Accuracy by program length" in html and "Published numbers" in html
+    assert "Accuracy by program length" in html and "Published numbers" in html and "Beam size study" in html
+    assert set(s["beam_study"]) == {"1", "3"} and s["beam_study"]["3"]["test"] == s["scores"]["test"]  # the headline
     # predict + score on the run's own test file reproduce its test numbers exactly
     test_in = tmp_path / "test_in.json"
     test_in.write_text(json.dumps([{k: v for k, v in r.items() if k != "predicted"}
@@ -33,6 +35,11 @@ def test_smoke_run_trains_scores_reports_resumes_and_predicts_its_own_numbers(ex
     for m in (*METRICS, "invalid"):
         assert scored[m] == s[f"test/{m}"], m
     assert scored["by_length"] == s["scores"]["test"]["by_length"]
+    assert main(["predict", str(run_dir), "--input", str(test_in), "--out", str(out), "--beam", "1"]) == 0
+    capsys.readouterr()
+    assert main(["score", str(out), "--json"]) == 0  # the study's greedy row is what greedy decoding scores
+    greedy = json.loads(capsys.readouterr().out)
+    assert all(greedy[m] == s["beam_study"]["1"]["test"][m] for m in (*METRICS, "invalid"))
 
 
 def test_profiles_train_the_glove_attention_model_and_sweeps_name_the_four():

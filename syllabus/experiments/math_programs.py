@@ -9,7 +9,7 @@ accuracy (within 2% of the answer, our interpreter, never eval), token accuracy,
 
     syllabus run math-programs --sweep model.arch=glove,glove-attn,bert-frozen,bert-finetune
     syllabus run math-programs --sweep train.teacher_forcing=0.3,0.6,0.9
-    syllabus run math-programs --set model.arch=bert-finetune --sweep model.beam=1,10,20
+    syllabus run math-programs --set model.arch=bert-finetune --set model.beam_study=1,10,20  # one training
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ class ModelConfig:
     bert_lr_scale: float = ranged(0.1, 0, 1, lo_open=True)  # fine-tuned BERT learns at train.lr x this
     cache_encoder: bool = True  # frozen BERT: encode every problem once per run
     beam: int = ranged(10, 1)  # test-time beam size; 1 = greedy
+    beam_study: tuple[int, ...] = ranged((), 1)  # more beam sizes to decode val and test with, one training
     grammar: bool = False  # the headline decoding is grammar-constrained (both are always reported)
     length_penalty: float = ranged(0.0, 0)
     max_len: int = ranged(100, 2)  # program tokens, eos included
@@ -171,9 +172,22 @@ def run(cfg: Config, run: Run) -> dict:
             if grammar == cfg.model.grammar and split == "test":
                 write_predictions(run.path / "predictions_test.json", splits[split], preds)
                 summary["examples"] = example_rows(splits[split], preds)
+    summary["beam_study"] = beam_study(model, splits, items, cfg, summary["scores"])
     summary.update(fit_summary(result, run, trainer))
     run.save_summary(summary)
     return summary
+
+
+def beam_study(model: Seq2Seq, splits: dict, items: dict, cfg: Config, scored: dict) -> dict:
+    """{beam: {split: scores}} for each size of `model.beam_study` (headline decoding), the
+    headline beam taken from the scores already computed; {} without a study."""
+    study = {}
+    tag = "/grammar" if cfg.model.grammar else ""
+    for k in sorted(set(cfg.model.beam_study) | ({cfg.model.beam} if cfg.model.beam_study else set())):
+        study[str(k)] = {split: scored[split + tag] if k == cfg.model.beam else
+                         evaluate_split(model, splits[split], items[split], cfg, beam=k, grammar=cfg.model.grammar)[0]
+                         for split in ("val", "test")}
+    return study
 
 
 def write_predictions(path: Path, records: list, preds: list[str]) -> None:

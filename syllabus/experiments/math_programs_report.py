@@ -61,6 +61,8 @@ def report_sections(rep: Report, run: Run) -> None:
     named = {"free": s["scores"]["test"], "grammar-constrained": s["scores"]["test/grammar"]}
     rep.figure(by_length_figure(named, "Test execution accuracy by gold program length"), "accuracy_by_length")
     rep.table(length_rows(s["scores"]["test"]["by_length"]))
+    if s.get("beam_study"):
+        beam_study_section(rep, s)
     reasons = s["scores"]["test"]["invalid_reasons"]
     if reasons:
         rep.text("Why test predictions were invalid: " + "; ".join(f"{k} ({v})" for k, v in reasons.items()) + ".")
@@ -74,6 +76,19 @@ def report_sections(rep: Report, run: Run) -> None:
              "splits). The quick profile trains minutes on a CPU.")
     rep.table(ANCHORS)
     rep.link("predictions_test.json", "predictions_test.json (the test split in the course's submission format)")
+
+
+def beam_study_section(rep: Report, s: dict) -> None:
+    """The beam sizes of `model.beam_study`, each decoding the same trained model."""
+    study = s["beam_study"]
+    rep.section("Beam size study (one trained model)")
+    rep.text(f"The best checkpoint decoded with each beam size ({'grammar-constrained' if s['grammar'] else 'free'} "
+             "decoding); beam 1 is greedy.")
+    rep.table([{"beam": int(k), "split": split, **{m: sc[m] for m in METRICS}, "invalid": sc["invalid"]}
+               for k, by_split in study.items() for split, sc in by_split.items()],
+              highlight_best={m: "max" for m in METRICS})
+    rep.figure(plots.plot_grouped_bars({f"beam {k}": {m: v["test"][m] for m in METRICS} for k, v in study.items()},
+                                       title="Test scores by beam size", ylabel="share"), "beam_study")
 
 
 def sweep_sections(rep: Report, points: list[Point]) -> dict:
