@@ -63,7 +63,8 @@ def execute_all(plans: list[Plan], out: Path, device: str, jobs: int = 1) -> Pat
         run_parallel(plans, out, device, stamp, jobs, entries,
                      lambda name: print(_progress_line(plans, entries, name, time.perf_counter() - start)))
     ordered = [{"exp": p.exp, **entries[p.exp.name]} for p in plans]
-    return index_page(Path(out), ordered, plans[0].profile if plans else "")
+    wall = time.perf_counter() - start if jobs > 1 else None
+    return index_page(Path(out), ordered, plans[0].profile if plans else "", wall)
 
 
 def _run(p: Plan, out: Path, device: str, stamp: str) -> dict:

@@ -177,6 +177,7 @@ def test_run_all_smoke_writes_an_index_card_per_experiment(tmp_path, capsys):
     html = (tmp_path / "index.html").read_text()
     assert html.count('<article class="card">') == len(EXPERIMENTS)
     assert html.count("open the report") == len(EXPERIMENTS) and "failed:" not in html
+    assert "min of jobs side by side" in html  # wall time beside the jobs' sum
     out = capsys.readouterr().out
     assert f"[{len(EXPERIMENTS)}/{len(EXPERIMENTS)}]" in out and "min to go" in out
     sweep = json.loads((sweeps[0] / "sweep.json").read_text())  # its points ran as jobs of their own

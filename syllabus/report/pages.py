@@ -144,15 +144,18 @@ def _key_png(exp, report_dir: Path) -> Path | None:
     return None
 
 
-def index_page(out: Path, entries: list[dict], profile: str) -> Path:
+def index_page(out: Path, entries: list[dict], profile: str, wall: float | None = None) -> Path:
     """One card per experiment: title, status, time, key figure, headline numbers, link.
 
-    entries: {"exp", "report" (Path or None), "seconds", "error"} per experiment, in run order.
+    entries: {"exp", "report" (Path or None), "seconds", "error"} per experiment, in run order
+    (a sweep's seconds: the sum of its points'); wall: the whole run's seconds, when jobs overlapped.
     """
     out = Path(out)
     total = sum(e["seconds"] for e in entries)
-    rep = Report("syllabus: all experiments", f"profile {profile} · {len(entries)} experiments · "
-                                              f"{total / 60:.1f} min in all")
+    took = f"{total / 60:.1f} min in all"
+    if wall is not None:
+        took = f"{wall / 60:.1f} min in all ({total / 60:.1f} min of jobs side by side)"
+    rep = Report("syllabus: all experiments", f"profile {profile} · {len(entries)} experiments · {took}")
     for e in entries:
         exp, path = e["exp"], e["report"]
         card = rep.card(exp.name, exp.title, f"{e['seconds']:.0f} s")
