@@ -60,8 +60,8 @@ def execute_all(plans: list[Plan], out: Path, device: str, jobs: int = 1) -> Pat
             entries[p.exp.name] = _run(p, out, device, stamp)
             print(_progress_line(plans, entries, p.exp.name, time.perf_counter() - start))
     else:
-        run_parallel(plans, out, device, stamp, jobs, entries,
-                     lambda name: print(_progress_line(plans, entries, name, time.perf_counter() - start)))
+        run_parallel(plans, out, device, stamp, jobs, entries, lambda name, spent: print(
+            _progress_line(plans, entries, name, time.perf_counter() - start, spent)))
     ordered = [{"exp": p.exp, **entries[p.exp.name]} for p in plans]
     wall = time.perf_counter() - start if jobs > 1 else None
     return index_page(Path(out), ordered, plans[0].profile if plans else "", wall)
@@ -77,10 +77,14 @@ def _run(p: Plan, out: Path, device: str, stamp: str) -> dict:
     return entry
 
 
-def _progress_line(plans: list[Plan], entries: dict[str, dict], name: str, elapsed: float) -> str:
-    """`[3/10] vae 95 s (ok) · 6.1 min so far, about 12 min to go`, scaled by the pace so far."""
-    spent_budget = sum(p.exp.budget_s for p in plans if p.exp.name in entries)
-    left_budget = sum(p.exp.budget_s for p in plans if p.exp.name not in entries)
+def _progress_line(plans: list[Plan], entries: dict[str, dict], name: str, elapsed: float,
+                   spent_budget: float | None = None) -> str:
+    """`[3/10] vae 95 s (ok) · 6.1 min so far, about 12 min to go`: the budget left, scaled by the
+    pace so far. `spent_budget`: the budget of the jobs ended (sweep points included), when jobs
+    run side by side; else that of the experiments ended."""
+    if spent_budget is None:
+        spent_budget = sum(p.exp.budget_s for p in plans if p.exp.name in entries)
+    left_budget = sum(p.exp.budget_s for p in plans) - spent_budget
     pace = elapsed / max(spent_budget, 1e-9)
     entry = entries[name]
     status = "ok" if entry["report"] is not None else f"failed: {entry['error']}"

@@ -48,7 +48,8 @@ class Sweep:
 def run_parallel(plans: list[Plan], out: Path, device: str, stamp: str, jobs: int, entries: dict[str, dict],
                  on_end) -> None:
     """Run every plan; `entries[name]` gets each experiment's {report, error, seconds}, and
-    `on_end(name)` is called as each experiment ends."""
+    `on_end(name, spent)` is called as each experiment ends, `spent` the budget of the jobs
+    ended so far (its points, for a sweep still running)."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -56,6 +57,7 @@ def run_parallel(plans: list[Plan], out: Path, device: str, stamp: str, jobs: in
           f"(a sweep's points are jobs of their own); their output: {logs.resolve()}/<experiment>.log")
     names = {p.exp.name for p in plans}
     waiting, ready, running, sweeps = list(plans), [], {}, {}  # running: Future -> Job
+    spent = 0.0  # budget of the jobs ended
     saved = {name: os.environ.get(name) for name in POOL_VARIABLES}
     os.environ.update({name: str(threads) for name in POOL_VARIABLES})  # read by the workers' libraries at start
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
@@ -72,13 +74,13 @@ def run_parallel(plans: list[Plan], out: Path, device: str, stamp: str, jobs: in
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 job = running.pop(future)
-                name = job.plan.exp.name
+                name, spent = job.plan.exp.name, spent + job.seconds
                 if job.point is None:
                     entries[name] = _outcome(future, job.log)
                 elif _point_ended(sweeps[name], job, _outcome(future, job.log)):
                     entries[name] = _finish(sweeps.pop(name))
                 if name in entries:
-                    on_end(name)
+                    on_end(name, spent)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         for name, value in saved.items():

@@ -231,3 +231,19 @@ def test_small_blas_calls_use_the_threads_asked_for_else_one(monkeypatch):
         monkeypatch.setattr(threads, "_asked", asked)
         with threads.small_blas():
             assert blas() == expected
+
+
+def test_progress_line_counts_the_ended_sweep_points_when_jobs_run_side_by_side():
+    from syllabus.experiments import EXPERIMENTS
+    from syllabus.run_all import _progress_line
+    from syllabus.runner import plan
+
+    vae, norms = EXPERIMENTS["vae"], EXPERIMENTS["resnet-norms"]
+    plans = [plan(vae, "smoke", {}, {}), plan(norms, "smoke", {}, {})]
+    entries = {"vae": {"report": "r", "error": "", "seconds": 30.0}}
+    spent = vae.budget_s + norms.budget_s / 2  # half the sweep's points have ended too
+    line = _progress_line(plans, entries, "vae", 60 * (vae.budget_s + norms.budget_s / 2) / 100, spent)
+    assert line.startswith("[1/2] vae 30 s (ok)")
+    assert f"about {norms.budget_s / 2 * 0.6 / 60:.0f} min to go" in line  # 0.6 s of wall per second of budget
+    sequential = _progress_line(plans, entries, "vae", 60.0)
+    assert f"about {norms.budget_s * 60 / vae.budget_s / 60:.0f} min to go" in sequential
