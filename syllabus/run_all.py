@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 from syllabus.config import leaves
-from syllabus.errors import RunFailed, UsageError
+from syllabus.errors import UsageError
 from syllabus.experiments import EXPERIMENTS
 from syllabus.options import PREFIXES as OPTION_PREFIXES
-from syllabus.run_jobs import hand_over, run_parallel
-from syllabus.runner import Plan, execute, plan
+from syllabus.run_jobs import hand_over, run_parallel, run_plan
+from syllabus.runner import Plan, plan
 from syllabus.runs import check_out_dir, timestamp
 
 
@@ -57,7 +57,7 @@ def execute_all(plans: list[Plan], out: Path, device: str, jobs: int = 1) -> Pat
     if jobs <= 1:
         for p in plans:
             hand_over(p, entries)
-            entries[p.exp.name] = _run(p, out, device, stamp)
+            entries[p.exp.name] = run_plan(p, out, device, stamp)
             print(_progress_line(plans, entries, p.exp.name, time.perf_counter() - start))
     else:
         run_parallel(plans, out, device, stamp, jobs, entries, lambda name, spent: print(
@@ -65,16 +65,6 @@ def execute_all(plans: list[Plan], out: Path, device: str, jobs: int = 1) -> Pat
     ordered = [{"exp": p.exp, **entries[p.exp.name]} for p in plans]
     wall = time.perf_counter() - start if jobs > 1 else None
     return index_page(Path(out), ordered, plans[0].profile if plans else "", wall)
-
-
-def _run(p: Plan, out: Path, device: str, stamp: str) -> dict:
-    began, entry = time.perf_counter(), {"report": None, "error": ""}
-    try:
-        entry["report"] = execute(p, out, device, stamp)
-    except RunFailed as e:
-        entry["error"] = str(e)
-    entry["seconds"] = time.perf_counter() - began
-    return entry
 
 
 def _progress_line(plans: list[Plan], entries: dict[str, dict], name: str, elapsed: float,

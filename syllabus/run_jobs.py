@@ -165,16 +165,24 @@ def _to_log(log: Path, threads: int) -> None:
         os.dup2(f.fileno(), 2)
 
 
+def run_plan(p: Plan, out: Path, device: str, stamp: str) -> dict:
+    """Execute one plan: {report (None if it failed), error, seconds}."""
+    began, entry = time.perf_counter(), {"report": None, "error": ""}
+    try:
+        entry["report"] = execute(p, out, device, stamp)
+    except RunFailed as e:
+        entry["error"] = str(e)
+    entry["seconds"] = time.perf_counter() - began
+    return entry
+
+
 def _job(name: str, profile: str, cfg, points: list, options, out: Path, device: str, stamp: str, threads: int,
          log: Path) -> dict:
     """One experiment (a single run, or a sweep with its upstream to train first) in a worker."""
     _to_log(log, threads)
-    began, entry = time.perf_counter(), {"report": None, "error": ""}
-    try:
-        entry["report"] = execute(Plan(get_experiment(name), profile, cfg, points, options), out, device, stamp)
-    except RunFailed as e:
-        entry["error"] = f"{e} (see {log})"
-    entry["seconds"] = time.perf_counter() - began
+    entry = run_plan(Plan(get_experiment(name), profile, cfg, points, options), out, device, stamp)
+    if entry["error"]:
+        entry["error"] += f" (see {log})"
     return entry
 
 

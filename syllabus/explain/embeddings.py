@@ -13,8 +13,8 @@ function says so.
   paired embeddings, ``x -> (x - mean_x) R + mean_y`` maps images into the text modality;
   the mean-shift baseline is the same with ``R = I``.
 
-scikit-learn fits run on one BLAS/OpenMP thread: the arrays are small, and threads on a busy
-CPU wait on each other far longer than they compute.
+scikit-learn fits run under `syllabus.threads.small_blas` (the `--threads` given, else one BLAS
+thread): the arrays are small, and threads on a busy CPU wait on each other longer than they compute.
 """
 
 from __future__ import annotations

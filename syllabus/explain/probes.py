@@ -3,9 +3,10 @@
 A linear probe asks how much of the label is linearly readable from a layer's features:
 a multinomial logistic regression fitted on train features, scored on held-out ones.
 Features are standardised with the train statistics first (lbfgs converges faster and
-the regularisation treats every dimension alike). The fits run on one BLAS thread: these
-matrices are small, and OpenBLAS threads on a busy CPU wait on each other (a 2,000 x 64 probe
-took 56 s on two threads against 1.5 s on one, measured under load).
+the regularisation treats every dimension alike). The fits run under
+`syllabus.threads.small_blas` (the `--threads` given, else one BLAS thread): these matrices
+are small, and OpenBLAS threads on a busy CPU wait on each other (a 2,000 x 64 probe took
+56 s on two threads against 1.5 s on one, measured under load).
 """
 
 from __future__ import annotations
