@@ -83,11 +83,12 @@ def _positive_int(text: str) -> int:
 
 
 def cmd_list() -> None:
-    from syllabus.experiments import EXPERIMENTS
+    from syllabus.experiments import all_experiments
 
-    width = max(len(n) for n in EXPERIMENTS)
-    for name, exp in EXPERIMENTS.items():
-        print(f"{name:<{width}}  [{'|'.join(exp.profiles)}]  {exp.title}")
+    experiments = all_experiments()
+    width = max(len(exp.name) for exp in experiments)
+    for exp in experiments:
+        print(f"{exp.name:<{width}}  [{'|'.join(exp.profiles)}]  {exp.title}")
 
 
 def cmd_run(args) -> None:
@@ -125,7 +126,7 @@ def cmd_run(args) -> None:
 
 def cmd_data(args) -> None:
     from syllabus.config import parse_assignments
-    from syllabus.data import DATASETS, get_dataset_entry
+    from syllabus.data.catalog import DATASETS, get_dataset_entry
 
     if args.data_command == "check":
         from syllabus.programs.commands import data_check

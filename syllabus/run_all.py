@@ -16,7 +16,7 @@ from pathlib import Path
 
 from syllabus.config import leaves
 from syllabus.errors import UsageError
-from syllabus.experiments import EXPERIMENTS
+from syllabus.experiments import all_experiments
 from syllabus.options import PREFIXES as OPTION_PREFIXES
 from syllabus.run_jobs import hand_over, run_parallel, run_plan
 from syllabus.runner import Plan, plan
@@ -27,7 +27,7 @@ def plan_all(profile: str, overrides: dict[str, str], seed: int | None) -> list[
     """A plan per experiment; each `--set` key applies where an experiment has it."""
     plans, used = [], {k for k in overrides if k.startswith(OPTION_PREFIXES)}
     options = {k: overrides[k] for k in used}  # log.* and launcher.* apply to every run
-    for _, exp in EXPERIMENTS.items():
+    for exp in all_experiments():
         valid = leaves(exp.config(profile))
         mine = {k: v for k, v in overrides.items() if k in valid}
         used |= set(mine)

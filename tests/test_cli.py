@@ -168,18 +168,19 @@ def test_corrupt_birds_image_is_named(tmp_path, kaggle_birds, capsys):
 
 @pytest.mark.slow
 def test_run_all_smoke_writes_an_index_card_per_experiment(tmp_path, capsys):
-    from syllabus.experiments import EXPERIMENTS
+    from syllabus.experiments import all_experiments
 
+    n = len(all_experiments())
     assert main(["run", "all", "--profile", "smoke", "--out", str(tmp_path), "--device", "cpu", "--jobs", "2"]) == 0
     sweeps = [d for d in (tmp_path / "resnet-norms").iterdir() if d.name.endswith("-sweep")]
     gradcam = json.loads(next((tmp_path / "gradcam").glob("*/config.json")).read_text())
     assert len(sweeps) == 1 and gradcam["config"]["model"]["run"] == str(sweeps[0])  # reused, trained once
     html = (tmp_path / "index.html").read_text()
-    assert html.count('<article class="card">') == len(EXPERIMENTS)
-    assert html.count("open the report") == len(EXPERIMENTS) and "failed:" not in html
+    assert html.count('<article class="card">') == n
+    assert html.count("open the report") == n and "failed:" not in html
     assert "min of jobs side by side" in html  # wall time beside the jobs' sum
     out = capsys.readouterr().out
-    assert f"[{len(EXPERIMENTS)}/{len(EXPERIMENTS)}]" in out and "min to go" in out
+    assert f"[{n}/{n}]" in out and "min to go" in out
     sweep = json.loads((sweeps[0] / "sweep.json").read_text())  # its points ran as jobs of their own
     labels = [e["label"] for e in sweep["points"]]
     assert len(labels) == 6 and all(e["status"] == "ok" for e in sweep["points"])
@@ -188,17 +189,17 @@ def test_run_all_smoke_writes_an_index_card_per_experiment(tmp_path, capsys):
 
 
 def test_run_all_splits_sweeps_into_point_jobs_and_records_each_point(tmp_path):
-    from syllabus.experiments import EXPERIMENTS
+    from syllabus.experiments import get_experiment
     from syllabus.run_jobs import _finish, _point_ended, _split
     from syllabus.runner import plan
 
-    exp = EXPERIMENTS["resnet-norms"]
+    exp, vae = get_experiment("resnet-norms"), get_experiment("vae")
     sweeps = {}
     jobs = _split(plan(exp, "smoke", {}, {"model.norm": "bn,gn,none"}), tmp_path, "cpu", "s", tmp_path, sweeps)
     assert [j.point["label"] for j in jobs] == ["norm=bn", "norm=gn", "norm=none"]
     assert all(j.seconds == exp.budget_s / 3 for j in jobs) and jobs[1].log.name == "resnet-norms.norm=gn.log"
-    single = _split(plan(EXPERIMENTS["vae"], "smoke", {}, {}), tmp_path, "cpu", "s", tmp_path, sweeps)
-    assert len(single) == 1 and single[0].point is None and single[0].seconds == EXPERIMENTS["vae"].budget_s
+    single = _split(plan(vae, "smoke", {}, {}), tmp_path, "cpu", "s", tmp_path, sweeps)
+    assert len(single) == 1 and single[0].point is None and single[0].seconds == vae.budget_s
     sweep = sweeps["resnet-norms"]
     outcomes = [{"status": "failed", "error": "diverged at step 3", "seconds": 2.0}, {"report": None, "error": "boom"},
                 {"status": "failed", "error": "diverged at step 5", "seconds": 1.0}]
@@ -212,12 +213,12 @@ def test_run_all_splits_sweeps_into_point_jobs_and_records_each_point(tmp_path):
 
 def test_every_profile_of_every_experiment_builds_its_config():
     from syllabus.config import leaves
-    from syllabus.experiments import EXPERIMENTS
+    from syllabus.experiments import all_experiments
 
-    for name, exp in EXPERIMENTS.items():
-        assert set(exp.profiles) == {"smoke", "quick", "full"}, name
+    for exp in all_experiments():
+        assert set(exp.profiles) == {"smoke", "quick", "full"}, exp.name
         for profile in exp.profiles:
-            assert leaves(exp.config(profile)), (name, profile)  # a factory error fails here, not on a GPU
+            assert leaves(exp.config(profile)), (exp.name, profile)  # a factory error fails here, not on a GPU
 
 
 def test_small_blas_calls_use_the_threads_asked_for_else_one(monkeypatch):
@@ -234,11 +235,11 @@ def test_small_blas_calls_use_the_threads_asked_for_else_one(monkeypatch):
 
 
 def test_progress_line_counts_the_ended_sweep_points_when_jobs_run_side_by_side():
-    from syllabus.experiments import EXPERIMENTS
+    from syllabus.experiments import get_experiment
     from syllabus.run_all import _progress_line
     from syllabus.runner import plan
 
-    vae, norms = EXPERIMENTS["vae"], EXPERIMENTS["resnet-norms"]
+    vae, norms = get_experiment("vae"), get_experiment("resnet-norms")
     plans = [plan(vae, "smoke", {}, {}), plan(norms, "smoke", {}, {})]
     entries = {"vae": {"report": "r", "error": "", "seconds": 30.0}}
     spent = vae.budget_s + norms.budget_s / 2  # half the sweep's points have ended too

@@ -8,8 +8,9 @@ import torch
 import torchvision.transforms.v2 as T
 from torch.utils.data import DataLoader
 
-from syllabus.data import DATASETS, get_dataset_entry, shapes
+from syllabus.data import shapes
 from syllabus.data.birds import birds_splits, verify_images
+from syllabus.data.catalog import DATASETS, get_dataset_entry
 from syllabus.data.paths import data_dir
 from syllabus.data.shapes import (
     SHAPE_CLASSES,

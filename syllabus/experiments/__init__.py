@@ -1,4 +1,6 @@
-"""Every experiment, by name. Importing this package registers them all."""
+"""Every experiment, by name. Each module registers its experiment when imported:
+`get_experiment` imports only the one asked for (a run does not pay for the others' imports),
+`all_experiments` imports them all."""
 
 from __future__ import annotations
 
@@ -92,10 +94,6 @@ def register(exp: Experiment) -> Experiment:
     return EXPERIMENTS.add(exp.name, exp)
 
 
-def get_experiment(name: str) -> Experiment:
-    return EXPERIMENTS.get(name)
-
-
 def read_run_config(run_dir: Path) -> tuple[Experiment, str, Any]:
     """(experiment, profile, config) of a run directory, each defect one UsageError."""
     from syllabus.config import from_dict
@@ -134,8 +132,21 @@ def load_trained(run_dir: Path, which: str = "best") -> tuple[Any, Any, dict]:
     return model.eval(), cfg, summary
 
 
-# In this order `syllabus list` shows them and `syllabus run all` runs them.
-_MODULES = ("resnet_norms", "gradcam", "vae", "gan", "resnet_transfer", "slot_attention", "slot_diffusion",
-            "vit_analysis", "clip", "math_programs")
-for _module in _MODULES:
-    importlib.import_module(f"syllabus.experiments.{_module}")
+# In this order `syllabus list` shows them and `syllabus run all` runs them: name -> module.
+_MODULES = {"resnet-norms": "resnet_norms", "gradcam": "gradcam", "vae": "vae", "gan": "gan",
+            "resnet-transfer": "resnet_transfer", "slot-attention": "slot_attention",
+            "slot-diffusion": "slot_diffusion", "vit-analysis": "vit_analysis", "clip": "clip",
+            "math-programs": "math_programs"}
+
+
+def get_experiment(name: str) -> Experiment:
+    if name not in _MODULES:
+        raise UsageError(f"unknown experiment {name!r}; valid: {', '.join(_MODULES)}")
+    if name not in EXPERIMENTS:
+        importlib.import_module(f"syllabus.experiments.{_MODULES[name]}")
+    return EXPERIMENTS.get(name)
+
+
+def all_experiments() -> list[Experiment]:
+    """Every experiment, in the listing order."""
+    return [get_experiment(name) for name in _MODULES]
