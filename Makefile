@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/syllabus run all --profile quick
+	$(VENV)/bin/syllabus run all
 
 test: $(STAMP)
 	$(PY) -m ruff check syllabus tests benchmarks

@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = command(sub, "run", help="run an experiment (or all)")
     r.add_argument("name", nargs="?", help="experiment name or 'all'")
-    r.add_argument("--profile", default="quick", help="smoke | quick | full (default quick)")
+    r.add_argument("--profile", default=None,
+                   help="smoke | demo | quick | full (default: quick; run all: demo, quick where no lighter one)")
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     r.add_argument("--sweep", dest="sweeps", action="append", default=[], metavar="KEY=V1,V2")
     r.add_argument("--out", default="runs", help="root of run directories (default ./runs)")
@@ -114,11 +115,11 @@ def cmd_run(args) -> None:
                              "experiment")
         from syllabus import run_all
 
-        plans = run_all.plan_all(args.profile, sets, None)
+        plans = run_all.plan_all(args.profile or "demo", sets, None)
         jobs = args.jobs or run_all.default_jobs(args.device)
         path = run_all.execute_all(plans, Path(args.out), args.device, jobs)
     else:
-        p = runner.plan(get_experiment(args.name), args.profile, sets, sweeps, launcher=args.launcher or "local")
+        p = runner.plan(get_experiment(args.name), args.profile or "quick", sets, sweeps, launcher=args.launcher or "local")
         path = runner.execute(p, Path(args.out), args.device)
     if is_main_process():
         print(f"report: {path.resolve()}")

@@ -161,6 +161,31 @@ def test_fine_tuned_bert_learns_at_its_own_rate(minilm):
     assert sum(p.numel() for g in groups for p in g["params"]) == sum(p.numel() for p in model.parameters())
 
 
+def test_top_layers_fine_tuned_over_cached_states_equal_the_whole_bert(minilm):
+    import copy
+
+    bert, tokenizer = copy.deepcopy(minilm[0]), minilm[1]
+    vocab = ProgramVocab()
+    encoder = BertEncoder(bert, tokenizer, hidden=16, finetune=True, train_layers=2)
+    model = Seq2Seq(encoder, LSTMDecoder(len(vocab), 16, 8), vocab.bos, vocab.eos, vocab.pad).eval()
+    batch = collate(featurize(model, vocab, PROBLEMS, PROGRAMS), vocab.pad)  # problems of different lengths
+    assert not batch["mask"].all()
+    whole = encoder.features(batch)  # (B, S, D)
+    cached = encoder.top_layers(encoder.cache_states(batch), batch["mask"])
+    real = batch["mask"]
+    assert torch.allclose(cached[real], whole[real], atol=1e-4)
+    assert not torch.allclose(encoder.cache_states(batch)[real], whole[real], atol=1e-2)  # the cache is below them
+    model.train()
+    assert not bert.embeddings.training and not bert.encoder.layer[3].training and bert.encoder.layer[4].training
+    batch["feats"] = encoder.cache_states(batch)
+    sequence_loss(model(batch, batch["tgt"]), batch["tgt"], vocab.pad).backward()
+    trained = {n.split(".")[2] for n, p in bert.named_parameters() if p.grad is not None}
+    assert trained == {"4", "5"}  # encoder.layer.<i>: the top two of six
+    groups = MathTrainer(model, vocab, [], [], teacher_forcing=1.0).param_groups(None)["main"]
+    assert sum(p.numel() for p in groups[0]["params"]) == sum(
+        p.numel() for layer in bert.encoder.layer[4:] for p in layer.parameters())
+
+
 def test_missing_bert_is_one_line():
     with pytest.raises(UsageError, match="model.bert=/no/such/model: cannot load"):
         load_bert("/no/such/model")

@@ -14,7 +14,7 @@ from syllabus.errors import UsageError
 from syllabus.registry import Registry
 from syllabus.runs import Run
 
-PROFILES = ("smoke", "quick", "full")
+PROFILES = ("smoke", "demo", "quick", "full")
 
 
 @dataclass
@@ -24,7 +24,8 @@ class Experiment:
     Args:
         name: the command-line name.
         title: one line for `syllabus list` and the index card.
-        profiles: profile name -> config factory ("smoke", "quick", "full").
+        profiles: profile name -> config factory: "smoke", "quick", "full", and "demo" where the
+            quick takes longer than the experiment's share of `run all` (elsewhere demo = quick).
         run: `run(cfg, run) -> summary dict`; writes checkpoints, metrics and summary.json.
         sections: `sections(report, run)` adds the experiment's own sections to the single-run
             page; the skeleton (`syllabus.report.pages`) adds title, headline table, curves
@@ -40,7 +41,7 @@ class Experiment:
         reuses: {config key: upstream experiment}: the runner points the key at an upstream run
             (a given one, the one `run all` just made, or one it trains first).
         monitors: metrics `train.monitor` may name (checked before training); empty = any.
-        budget_s: this experiment's expected time in `run all --profile quick`, in seconds on one
+        budget_s: this experiment's expected time in `run all` (its demo profile), in seconds on one
             thread beside another job; orders the jobs (longest first) and estimates what remains.
     """
 
@@ -60,8 +61,11 @@ class Experiment:
     budget_s: float = 120.0
 
     def config(self, profile: str) -> Any:
+        if profile == "demo" and profile not in self.profiles:
+            profile = "quick"
         if profile not in self.profiles:
-            raise UsageError(f"unknown profile {profile!r} for {self.name}; valid: {', '.join(self.profiles)}")
+            valid = sorted({*self.profiles, "demo"}, key=PROFILES.index)
+            raise UsageError(f"unknown profile {profile!r} for {self.name}; valid: {', '.join(valid)}")
         return self.profiles[profile]()
 
     def validate(self, cfg: Any) -> None:

@@ -118,24 +118,32 @@ class BertEncoder(nn.Module):
 
     Frozen, the BERT is held outside the module's parameters and state dict (it is loaded by
     name, never checkpointed or trained) and its outputs may be cached (`batch["feats"]`).
+    Fine-tuned with `train_layers` = k > 0, only its top k layers train: the embeddings and
+    lower layers are frozen (in eval mode), so their output may be cached instead and each
+    step runs the top k layers alone.
 
     Args:
         bert: a transformers encoder model (`AutoModel`), with its `tokenizer`.
         tokenizer: its fast tokenizer (offsets are needed to place the numbers).
         hidden: H.
         finetune: train the BERT too (give it a lower learning rate through parameter groups).
+        train_layers: with `finetune`, how many top layers train; 0 (or all of them): every one.
         dropout: on the projected memory.
         max_numbers: number indices beyond this share index 0.
         max_tokens: longer problems are truncated.
     """
 
     def __init__(self, bert: nn.Module, tokenizer, hidden: int = 256, finetune: bool = False,
-                 dropout: float = 0.2, max_numbers: int = 40, max_tokens: int = 256):
+                 dropout: float = 0.2, max_numbers: int = 40, max_tokens: int = 256, train_layers: int = 0):
         super().__init__()
         self.tokenizer, self.finetune = tokenizer, finetune
         self.max_numbers, self.max_tokens, self.hidden = max_numbers, max_tokens, hidden
+        n_layers = bert.config.num_hidden_layers
+        self.train_layers = train_layers if finetune and 0 < train_layers < n_layers else 0
         if finetune:
-            self.bert = bert
+            self.bert = bert.requires_grad_(True)
+            for module in self._frozen_part():
+                module.requires_grad_(False)
         else:
             object.__setattr__(self, "frozen_bert", bert.eval().requires_grad_(False))
         dim = bert.config.hidden_size
@@ -147,6 +155,17 @@ class BertEncoder(nn.Module):
     def encoder_model(self) -> nn.Module:
         return self.bert if self.finetune else self.frozen_bert
 
+    @property
+    def cacheable(self) -> bool:
+        """Whether `cache_states` holds everything below the part that trains."""
+        return not self.finetune or self.train_layers > 0
+
+    def _frozen_part(self) -> list[nn.Module]:
+        if not self.train_layers:
+            return []
+        layers, pooler = self.bert.encoder.layer, getattr(self.bert, "pooler", None)  # the pooler is unused
+        return [self.bert.embeddings, *layers[:len(layers) - self.train_layers], *([pooler] if pooler else [])]
+
     def _apply(self, fn, recurse=True):  # .to(device) moves the frozen BERT as well
         if not self.finetune:
             self.frozen_bert._apply(fn)
@@ -154,8 +173,8 @@ class BertEncoder(nn.Module):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if not self.finetune:
-            self.frozen_bert.eval()
+        for module in self._frozen_part() if self.finetune else [self.frozen_bert]:
+            module.eval()
         return self
 
     def featurize(self, problem: str) -> dict:
@@ -170,9 +189,32 @@ class BertEncoder(nn.Module):
             out = self.encoder_model(input_ids=batch["src"], attention_mask=batch["mask"].long())
         return out.last_hidden_state
 
+    @torch.no_grad()
+    def cache_states(self, batch: State) -> torch.Tensor:
+        """(B, S, D) what `batch["feats"]` may hold: the frozen BERT's outputs, or the hidden
+        states entering the top `train_layers` layers."""
+        if not self.train_layers:
+            return self.features(batch)
+        self.train(self.training)  # the frozen part in eval mode, whatever the caller set
+        out = self.bert(input_ids=batch["src"], attention_mask=batch["mask"].long(), output_hidden_states=True)
+        return out.hidden_states[-1 - self.train_layers]
+
+    def top_layers(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The trained top layers over cached states (B, S, D); mask (B, S) true at tokens."""
+        additive = (~mask)[:, None, None, :].to(states.dtype) * torch.finfo(states.dtype).min  # (B, 1, 1, S)
+        for layer in self.bert.encoder.layer[-self.train_layers:]:
+            out = layer(states, attention_mask=additive)
+            states = out[0] if isinstance(out, tuple) else out
+        return states
+
     def forward(self, batch: State) -> tuple[torch.Tensor, torch.Tensor]:
         """memory (B, S, H), summary (B, H): the masked mean of the memory."""
-        feats = batch["feats"] if "feats" in batch else self.features(batch)  # (B, S, D)
+        if "feats" not in batch:
+            feats = self.features(batch)  # (B, S, D)
+        elif self.train_layers:
+            feats = self.top_layers(batch["feats"].float(), batch["mask"])
+        else:
+            feats = batch["feats"]
         memory = self.drop(self.proj(feats.float()) + self.number(batch["num"]))  # (B, S, H)
         m = batch["mask"].unsqueeze(-1).float()
         return memory, (memory * m).sum(1) / m.sum(1).clamp(min=1.0)

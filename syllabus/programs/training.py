@@ -75,10 +75,10 @@ class MathTrainer(Trainer):
         encoder = self.model.encoder
         if not (isinstance(encoder, BertEncoder) and encoder.finetune):
             return super().param_groups(cfg)
-        bert = {id(p) for p in encoder.bert.parameters()}
-        rest = [p for p in self.model.parameters() if id(p) not in bert]
-        return {"main": [{"params": list(encoder.bert.parameters()), "lr_scale": self.bert_lr_scale},
-                         {"params": rest}]}
+        bert = [p for p in encoder.bert.parameters() if p.requires_grad]
+        ids = {id(p) for p in encoder.bert.parameters()}
+        rest = [p for p in self.model.parameters() if id(p) not in ids]
+        return {"main": [{"params": bert, "lr_scale": self.bert_lr_scale}, {"params": rest}]}
 
     def train_step(self, batch: dict, ctx: StepContext) -> dict[str, float]:
         batch = ctx.to_device(batch)
@@ -131,13 +131,14 @@ def load_bert(spec: str):
 @torch.no_grad()
 def cache_bert_features(encoder: BertEncoder, items: dict[str, list[dict]], pad_id: int, device: str = "auto",
                         batch_size: int = 64) -> None:
-    """Run the frozen BERT once over every problem; each item keeps its (S, D) outputs as `feats`."""
+    """Run the frozen part of the BERT once over every problem; each item keeps its (S, D) output
+    (`encoder.cache_states`) as `feats`."""
     use = "cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
     bert = encoder.encoder_model.to(use)
     for split_items in items.values():
         for idx in length_batches(split_items, batch_size):
             batch = collate([split_items[i] for i in idx], pad_id)
-            out = encoder.features({k: v.to(use) for k, v in batch.items()}).cpu()  # (B, S, D)
+            out = encoder.cache_states({k: v.to(use) for k, v in batch.items()}).cpu()  # (B, S, D)
             for row, i in enumerate(idx):
                 split_items[i]["feats"] = out[row, :len(split_items[i]["src"])].clone()
     bert.to("cpu")
