@@ -119,7 +119,8 @@ def cmd_run(args) -> None:
         jobs = args.jobs or run_all.default_jobs(args.device)
         path = run_all.execute_all(plans, Path(args.out), args.device, jobs)
     else:
-        p = runner.plan(get_experiment(args.name), args.profile or "quick", sets, sweeps, launcher=args.launcher or "local")
+        p = runner.plan(get_experiment(args.name), args.profile or "quick", sets, sweeps,
+                        launcher=args.launcher or "local")
         path = runner.execute(p, Path(args.out), args.device)
     if is_main_process():
         print(f"report: {path.resolve()}")
