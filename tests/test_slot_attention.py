@@ -111,3 +111,17 @@ def test_implicit_gradient_keeps_the_forward_and_cuts_earlier_iterations():
     assert plain.slots_mu.grad.abs().sum() > 0
     assert implicit.slots_mu.grad is None  # the initial slots are reached only through cut iterations
     assert implicit.to_q.weight.grad.abs().sum() > 0
+
+
+def test_learned_initial_slots_are_the_same_for_every_image_and_train_straight_through():
+    torch.manual_seed(0)
+    module = SlotAttention(3, 8, iters=3, implicit_grad=True, learned_init=True)
+    start = module.init_slots(2)
+    assert torch.equal(start[0], start[1]) and torch.equal(start[0], module.slots_init[0])
+    x = torch.randn(2, 10, 8)
+    slots, _ = module(x)
+    torch.testing.assert_close(module(x)[0], slots)  # no sampling: the same slots twice
+    slots.sum().backward()
+    assert module.slots_init.grad.abs().sum() > 0  # reached through the straight-through term
+    with pytest.raises(ValueError, match="3, not 4"):
+        module.init_slots(2, num_slots=4)

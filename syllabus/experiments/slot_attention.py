@@ -43,6 +43,7 @@ class ModelConfig:
     decoder_init: int = ranged(8, 1)  # side of the grid each slot is broadcast onto
     decoder_res: int = ranged(0, 0)  # side where the decoder's convolutions stop; 0: the image size
     implicit_grad: bool = False  # back-propagate through the last iteration only (Chang et al. 2022)
+    learned_init: bool = False  # K learned starting slots instead of Gaussian samples (BO-QSA, Jia et al. 2023)
 
 
 @dataclass
@@ -109,7 +110,7 @@ def full() -> Config:
 def build_model(cfg: Config, summary: dict | None = None) -> SlotAttentionAutoEncoder:
     m, size = cfg.model, cfg.data.image_size
     encoder = SlotEncoder(m.num_slots, m.slot_dim, m.iters, m.encoder_channels, (size, size),
-                          tuple(m.encoder_strides), m.kernel_size, m.hidden_dim, m.implicit_grad)
+                          tuple(m.encoder_strides), m.kernel_size, m.hidden_dim, m.implicit_grad, m.learned_init)
     decoder = BroadcastDecoder(m.slot_dim, (size, size), m.decoder_init, m.decoder_channels, m.decoder_res or None)
     return SlotAttentionAutoEncoder(encoder, decoder)
 

@@ -1,7 +1,7 @@
 """Slot Attention (Locatello et al. 2020), written here.
 
 Public API:
-    SlotAttention(num_slots, dim, iters=3, hidden_dim=128, eps=1e-8, implicit_grad=False)
+    SlotAttention(num_slots, dim, iters=3, hidden_dim=128, eps=1e-8, implicit_grad=False, learned_init=False)
         (B, N, D) inputs -> slots (B, K, D) and the attention of every iteration (T, B, K, N)
     SoftPositionEmbed(dim, resolution): adds a learned map of the 2D coordinate grid
     SlotEncoder(num_slots, slot_dim=64, iters=3, channels=64, resolution=(64, 64), strides=(1, 1, 1, 1))
@@ -36,13 +36,18 @@ class SlotAttention(nn.Module):
         eps: added to the attention before its weighted mean over inputs.
         implicit_grad: run the first T-1 iterations without gradient and back-propagate
             through the last one only (Chang et al. 2022), which steadies training.
+        learned_init: start from K learned vectors, one per slot, instead of samples of the
+            learned Gaussian (BO-QSA, Jia et al. 2023); with `implicit_grad` they get the
+            last iteration's gradient straight through.
     """
 
     def __init__(self, num_slots: int, dim: int, iters: int = 3, hidden_dim: int = 128, eps: float = 1e-8,
-                 implicit_grad: bool = False):
+                 implicit_grad: bool = False, learned_init: bool = False):
         super().__init__()
         self.num_slots, self.dim, self.iters, self.eps = num_slots, dim, iters, eps
-        self.implicit_grad = implicit_grad
+        self.implicit_grad, self.learned_init = implicit_grad, learned_init
+        if learned_init:
+            self.slots_init = nn.Parameter(nn.init.xavier_uniform_(torch.empty(1, num_slots, dim)))  # (1, K, D)
         self.scale = dim**-0.5
         # Glorot-uniform, as the paper's code: sigma starts near 1, so the K slots start apart
         self.slots_mu = nn.Parameter(nn.init.xavier_uniform_(torch.empty(1, 1, dim)))
@@ -56,8 +61,13 @@ class SlotAttention(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))
 
     def init_slots(self, batch: int, num_slots: int | None = None) -> torch.Tensor:
-        """K slots per image sampled from N(mu, diag(sigma^2)), both learned. (B, K, D)."""
+        """K slots per image sampled from N(mu, diag(sigma^2)), both learned, or the K learned
+        starting vectors (`learned_init`). (B, K, D)."""
         k = num_slots or self.num_slots
+        if self.learned_init:
+            if k != self.num_slots:
+                raise ValueError(f"learned slot initialisations are {self.num_slots}, not {k}")
+            return self.slots_init.expand(batch, -1, -1)
         mu = self.slots_mu.expand(batch, k, -1)
         noise = torch.randn(batch, k, self.dim, device=mu.device, dtype=mu.dtype)
         return mu + self.slots_log_sigma.exp() * noise
@@ -81,14 +91,13 @@ class SlotAttention(nn.Module):
         """
         inputs = self.norm_inputs(inputs)
         k, v = self.to_k(inputs), self.to_v(inputs)  # (B, N, D) each
-        if slots is None:
-            slots = self.init_slots(inputs.shape[0], num_slots)
+        start = slots = self.init_slots(inputs.shape[0], num_slots) if slots is None else slots
         attns = []
         for t in range(self.iters):
             last = t == self.iters - 1
             with torch.set_grad_enabled(torch.is_grad_enabled() and (last or not self.implicit_grad)):
                 if last and self.implicit_grad:
-                    slots = slots.detach()
+                    slots = slots.detach() + (start - start.detach() if self.learned_init else 0)  # straight through
                 slots, attn = self.step(slots, k, v)
             attns.append(attn)
         return slots, torch.stack(attns)
@@ -126,12 +135,12 @@ class SlotEncoder(nn.Module):
             gives N = H W / 16 (cheap on a CPU).
         kernel_size: of every convolution (5 in the paper).
         hidden_dim: width of the slot MLP.
-        implicit_grad: see ``SlotAttention``.
+        implicit_grad, learned_init: see ``SlotAttention``.
     """
 
     def __init__(self, num_slots: int, slot_dim: int = 64, iters: int = 3, channels: int = 64,
                  resolution: tuple[int, int] = (64, 64), strides: tuple[int, ...] = (1, 1, 1, 1),
-                 kernel_size: int = 5, hidden_dim: int = 128, implicit_grad: bool = False):
+                 kernel_size: int = 5, hidden_dim: int = 128, implicit_grad: bool = False, learned_init: bool = False):
         super().__init__()
         layers, c_in, (h, w) = [], 3, resolution
         for stride in strides:
@@ -142,7 +151,8 @@ class SlotEncoder(nn.Module):
         self.pos = SoftPositionEmbed(channels, self.feature_hw)
         self.norm = nn.LayerNorm(channels)
         self.mlp = nn.Sequential(nn.Linear(channels, slot_dim), nn.ReLU(), nn.Linear(slot_dim, slot_dim))
-        self.slot_attention = SlotAttention(num_slots, slot_dim, iters, hidden_dim, implicit_grad=implicit_grad)
+        self.slot_attention = SlotAttention(num_slots, slot_dim, iters, hidden_dim, implicit_grad=implicit_grad,
+                                            learned_init=learned_init)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) -> position-aware input features (B, N, D)."""
