@@ -42,6 +42,7 @@ class ModelConfig:
     decoder_channels: int = ranged(64, 1)
     decoder_init: int = ranged(8, 1)  # side of the grid each slot is broadcast onto
     decoder_res: int = ranged(0, 0)  # side where the decoder's convolutions stop; 0: the image size
+    decoder_depth: int = ranged(2, 2)  # 3 x 3 convolutions at decoder_res, the output one included
     implicit_grad: bool = False  # back-propagate through the last iteration only (Chang et al. 2022)
     learned_init: bool = False  # K learned starting slots instead of Gaussian samples (BO-QSA, Jia et al. 2023)
 
@@ -111,7 +112,8 @@ def build_model(cfg: Config, summary: dict | None = None) -> SlotAttentionAutoEn
     m, size = cfg.model, cfg.data.image_size
     encoder = SlotEncoder(m.num_slots, m.slot_dim, m.iters, m.encoder_channels, (size, size),
                           tuple(m.encoder_strides), m.kernel_size, m.hidden_dim, m.implicit_grad, m.learned_init)
-    decoder = BroadcastDecoder(m.slot_dim, (size, size), m.decoder_init, m.decoder_channels, m.decoder_res or None)
+    decoder = BroadcastDecoder(m.slot_dim, (size, size), m.decoder_init, m.decoder_channels, m.decoder_res or None,
+                               m.decoder_depth)
     return SlotAttentionAutoEncoder(encoder, decoder)
 
 

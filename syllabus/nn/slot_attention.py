@@ -7,7 +7,7 @@ Public API:
     SlotEncoder(num_slots, slot_dim=64, iters=3, channels=64, resolution=(64, 64), strides=(1, 1, 1, 1))
         images (B, 3, H, W) -> slots (B, K, D), last iteration's attention (B, K, N);
         ``forward_all`` also gives every iteration's attention; ``feature_hw`` is the (h, w) of N
-    BroadcastDecoder(slot_dim, resolution, init_res=8, channels=64, out_res=None)
+    BroadcastDecoder(slot_dim, resolution, init_res=8, channels=64, out_res=None, depth=2)
         slots (B, K, D) -> per-slot RGB (B, K, 3, H, W) and mask logits (B, K, 1, H, W)
     SlotAttentionAutoEncoder(encoder, decoder)
         images -> {"recon", "masks", "contents", "slots", "attn"}; ``decode(slots)`` alone
@@ -180,10 +180,11 @@ class BroadcastDecoder(nn.Module):
         channels: width of the transposed convolutions.
         out_res: side at which the convolutions stop (default: the image's); below it, the
             four output channels are upsampled bilinearly to the image (cheap on a CPU).
+        depth: 3 x 3 convolutions at ``out_res`` (the last one gives the four channels).
     """
 
     def __init__(self, slot_dim: int, resolution: tuple[int, int] = (64, 64), init_res: int = 8, channels: int = 64,
-                 out_res: int | None = None):
+                 out_res: int | None = None, depth: int = 2):
         super().__init__()
         out_res = out_res or resolution[0]
         ups = math.log2(out_res / init_res)
@@ -196,7 +197,10 @@ class BroadcastDecoder(nn.Module):
         for _ in range(int(ups)):
             layers += [nn.ConvTranspose2d(c_in, channels, 5, stride=2, padding=2, output_padding=1), nn.ReLU()]
             c_in = channels
-        layers += [nn.Conv2d(c_in, channels, 3, padding=1), nn.ReLU(), nn.Conv2d(channels, 4, 3, padding=1)]
+        for _ in range(depth - 1):
+            layers += [nn.Conv2d(c_in, channels, 3, padding=1), nn.ReLU()]
+            c_in = channels
+        layers += [nn.Conv2d(c_in, 4, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
