@@ -1,5 +1,6 @@
 """Slot Attention against the `slot-attention` package (PyPI) with shared weights; model invariants."""
 
+import numpy as np
 import pytest
 import torch
 from slot_attention import SlotAttention as ReferenceSlotAttention
@@ -115,7 +116,7 @@ def test_implicit_gradient_keeps_the_forward_and_cuts_earlier_iterations():
 
 def test_learned_initial_slots_are_the_same_for_every_image_and_train_straight_through():
     torch.manual_seed(0)
-    module = SlotAttention(3, 8, iters=3, implicit_grad=True, learned_init=True)
+    module = SlotAttention(3, 8, iters=3, implicit_grad=True, init="learned")
     start = module.init_slots(2)
     assert torch.equal(start[0], start[1]) and torch.equal(start[0], module.slots_init[0])
     x = torch.randn(2, 10, 8)
@@ -125,3 +126,31 @@ def test_learned_initial_slots_are_the_same_for_every_image_and_train_straight_t
     assert module.slots_init.grad.abs().sum() > 0  # reached through the straight-through term
     with pytest.raises(ValueError, match="3, not 4"):
         module.init_slots(2, num_slots=4)
+
+
+def test_kmeans_centres_equal_scikit_learn_lloyd_from_the_same_seeds():
+    from sklearn.cluster import KMeans
+
+    from syllabus.nn.slot_attention import kmeans_centres
+
+    torch.manual_seed(0)
+    blobs = torch.randn(3, 4, 2) * 5  # (B, k, D): three images, four well-separated groups each
+    x = (blobs.repeat_interleave(30, 1) + torch.randn(3, 120, 2) * 0.3).double()  # (B, N, D)
+    torch.manual_seed(1)
+    seeds = kmeans_centres(x, 4, iters=0)  # the k-means++ seeds alone
+    torch.manual_seed(1)
+    ours = kmeans_centres(x, 4, iters=5)
+    for i in range(3):
+        theirs = KMeans(4, init=seeds[i].numpy(), n_init=1, max_iter=5, tol=0.0, algorithm="lloyd").fit(x[i].numpy())
+        np.testing.assert_allclose(ours[i].numpy(), theirs.cluster_centers_, atol=1e-8)
+        assert len({tuple(c) for c in ours[i].round(decimals=0).tolist()}) == 4  # one centre per group
+
+
+def test_kmeans_initialised_slots_start_on_the_inputs():
+    torch.manual_seed(0)
+    module = SlotAttention(4, 8, iters=2, init="kmeans")
+    x = torch.randn(2, 30, 8)
+    start = module.init_slots(2, inputs=module.norm_inputs(x))
+    assert start.shape == (2, 4, 8) and not start.requires_grad
+    slots, attn = module(x)
+    assert slots.shape == (2, 4, 8) and attn.shape == (2, 2, 4, 30)

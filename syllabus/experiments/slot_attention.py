@@ -19,13 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from syllabus.config import nested, ranged
+from syllabus.config import choice, nested, ranged
 from syllabus.data.scenes import SceneDataConfig, check_scene_data, scene_splits
 from syllabus.experiments import Experiment, register
 from syllabus.experiments.slot_attention_eval import ANCHORS, evaluate_model, segment_batches
 from syllabus.experiments.slot_attention_report import report_sections, sweep_sections
 from syllabus.metrics.ari import segment_scores
-from syllabus.nn.slot_attention import BroadcastDecoder, SlotAttentionAutoEncoder, SlotEncoder
+from syllabus.nn.slot_attention import INITS, BroadcastDecoder, SlotAttentionAutoEncoder, SlotEncoder
 from syllabus.runs import Run
 from syllabus.train import StepContext, TrainConfig, Trainer, fit, fit_summary, load_best
 
@@ -44,7 +44,7 @@ class ModelConfig:
     decoder_res: int = ranged(0, 0)  # side where the decoder's convolutions stop; 0: the image size
     decoder_depth: int = ranged(2, 2)  # 3 x 3 convolutions at decoder_res, the output one included
     implicit_grad: bool = False  # back-propagate through the last iteration only (Chang et al. 2022)
-    learned_init: bool = False  # K learned starting slots instead of Gaussian samples (BO-QSA, Jia et al. 2023)
+    slot_init: str = choice("gaussian", INITS)  # learned: BO-QSA's K learned slots; kmeans: centres of the inputs
 
 
 @dataclass
@@ -111,7 +111,7 @@ def full() -> Config:
 def build_model(cfg: Config, summary: dict | None = None) -> SlotAttentionAutoEncoder:
     m, size = cfg.model, cfg.data.image_size
     encoder = SlotEncoder(m.num_slots, m.slot_dim, m.iters, m.encoder_channels, (size, size),
-                          tuple(m.encoder_strides), m.kernel_size, m.hidden_dim, m.implicit_grad, m.learned_init)
+                          tuple(m.encoder_strides), m.kernel_size, m.hidden_dim, m.implicit_grad, m.slot_init)
     decoder = BroadcastDecoder(m.slot_dim, (size, size), m.decoder_init, m.decoder_channels, m.decoder_res or None,
                                m.decoder_depth)
     return SlotAttentionAutoEncoder(encoder, decoder)

@@ -1,7 +1,7 @@
 """Slot Attention (Locatello et al. 2020), written here.
 
 Public API:
-    SlotAttention(num_slots, dim, iters=3, hidden_dim=128, eps=1e-8, implicit_grad=False, learned_init=False)
+    SlotAttention(num_slots, dim, iters=3, hidden_dim=128, eps=1e-8, implicit_grad=False, init="gaussian")
         (B, N, D) inputs -> slots (B, K, D) and the attention of every iteration (T, B, K, N)
     SoftPositionEmbed(dim, resolution): adds a learned map of the 2D coordinate grid
     SlotEncoder(num_slots, slot_dim=64, iters=3, channels=64, resolution=(64, 64), strides=(1, 1, 1, 1))
@@ -24,6 +24,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+INITS = ("gaussian", "learned", "kmeans")
+
+
+@torch.no_grad()
+def kmeans_centres(x: torch.Tensor, k: int, iters: int = 5) -> torch.Tensor:
+    """k-means of each row's points, batched: x (B, N, D) -> centres (B, k, D).
+
+    k-means++ seeding (each next seed drawn with probability proportional to the squared
+    distance to the nearest seed so far, from torch's generator), then `iters` Lloyd steps; a
+    centre left without points keeps its place.
+    """
+    b, n, _ = x.shape
+    rows = torch.arange(b, device=x.device)
+    seeds = [x[rows, torch.randint(n, (b,), device=x.device)]]  # (B, D) each
+    dist = ((x - seeds[0][:, None]) ** 2).sum(-1)  # (B, N): squared distance to the nearest seed
+    for _ in range(k - 1):
+        pick = torch.multinomial(dist.clamp_min(1e-12), 1).squeeze(1)  # (B,)
+        seeds.append(x[rows, pick])
+        dist = torch.minimum(dist, ((x - seeds[-1][:, None]) ** 2).sum(-1))
+    centres = torch.stack(seeds, 1)  # (B, k, D)
+    for _ in range(iters):
+        member = F.one_hot(torch.cdist(x, centres).argmin(-1), k).to(x.dtype)  # (B, N, k)
+        counts = member.sum(1).unsqueeze(-1)  # (B, k, 1)
+        centres = torch.where(counts > 0, member.transpose(1, 2) @ x / counts.clamp_min(1), centres)
+    return centres
+
 
 class SlotAttention(nn.Module):
     """Iterative attention in which slots compete for inputs (softmax over slots).
@@ -36,17 +62,21 @@ class SlotAttention(nn.Module):
         eps: added to the attention before its weighted mean over inputs.
         implicit_grad: run the first T-1 iterations without gradient and back-propagate
             through the last one only (Chang et al. 2022), which steadies training.
-        learned_init: start from K learned vectors, one per slot, instead of samples of the
-            learned Gaussian (BO-QSA, Jia et al. 2023); with `implicit_grad` they get the
-            last iteration's gradient straight through.
+        init: where the slots start. "gaussian": K samples of the learned Gaussian (the
+            paper); "learned": K learned vectors, one per slot (BO-QSA, Jia et al. 2023), which
+            with `implicit_grad` get the last iteration's gradient straight through; "kmeans":
+            the centres of a k-means of the image's own (normalised) inputs (`kmeans_centres`),
+            so the slots start on distinct regions of the image.
     """
 
     def __init__(self, num_slots: int, dim: int, iters: int = 3, hidden_dim: int = 128, eps: float = 1e-8,
-                 implicit_grad: bool = False, learned_init: bool = False):
+                 implicit_grad: bool = False, init: str = "gaussian"):
         super().__init__()
         self.num_slots, self.dim, self.iters, self.eps = num_slots, dim, iters, eps
-        self.implicit_grad, self.learned_init = implicit_grad, learned_init
-        if learned_init:
+        if init not in INITS:
+            raise ValueError(f"slot init {init!r}; valid: {', '.join(INITS)}")
+        self.implicit_grad, self.init = implicit_grad, init
+        if init == "learned":
             self.slots_init = nn.Parameter(nn.init.xavier_uniform_(torch.empty(1, num_slots, dim)))  # (1, K, D)
         self.scale = dim**-0.5
         # Glorot-uniform, as the paper's code: sigma starts near 1, so the K slots start apart
@@ -60,11 +90,13 @@ class SlotAttention(nn.Module):
         hidden = max(dim, hidden_dim)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))
 
-    def init_slots(self, batch: int, num_slots: int | None = None) -> torch.Tensor:
-        """K slots per image sampled from N(mu, diag(sigma^2)), both learned, or the K learned
-        starting vectors (`learned_init`). (B, K, D)."""
+    def init_slots(self, batch: int, num_slots: int | None = None, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """K slots per image sampled from N(mu, diag(sigma^2)), both learned, the K learned
+        starting vectors, or k-means centres of the normalised inputs (B, N, D). (B, K, D)."""
         k = num_slots or self.num_slots
-        if self.learned_init:
+        if self.init == "kmeans":
+            return kmeans_centres(inputs.detach(), k)
+        if self.init == "learned":
             if k != self.num_slots:
                 raise ValueError(f"learned slot initialisations are {self.num_slots}, not {k}")
             return self.slots_init.expand(batch, -1, -1)
@@ -91,13 +123,14 @@ class SlotAttention(nn.Module):
         """
         inputs = self.norm_inputs(inputs)
         k, v = self.to_k(inputs), self.to_v(inputs)  # (B, N, D) each
-        start = slots = self.init_slots(inputs.shape[0], num_slots) if slots is None else slots
+        start = slots = self.init_slots(inputs.shape[0], num_slots, inputs) if slots is None else slots
         attns = []
         for t in range(self.iters):
             last = t == self.iters - 1
             with torch.set_grad_enabled(torch.is_grad_enabled() and (last or not self.implicit_grad)):
                 if last and self.implicit_grad:
-                    slots = slots.detach() + (start - start.detach() if self.learned_init else 0)  # straight through
+                    through = start - start.detach() if self.init == "learned" else 0  # straight-through term
+                    slots = slots.detach() + through
                 slots, attn = self.step(slots, k, v)
             attns.append(attn)
         return slots, torch.stack(attns)
@@ -135,12 +168,12 @@ class SlotEncoder(nn.Module):
             gives N = H W / 16 (cheap on a CPU).
         kernel_size: of every convolution (5 in the paper).
         hidden_dim: width of the slot MLP.
-        implicit_grad, learned_init: see ``SlotAttention``.
+        implicit_grad, init: see ``SlotAttention``.
     """
 
     def __init__(self, num_slots: int, slot_dim: int = 64, iters: int = 3, channels: int = 64,
                  resolution: tuple[int, int] = (64, 64), strides: tuple[int, ...] = (1, 1, 1, 1),
-                 kernel_size: int = 5, hidden_dim: int = 128, implicit_grad: bool = False, learned_init: bool = False):
+                 kernel_size: int = 5, hidden_dim: int = 128, implicit_grad: bool = False, init: str = "gaussian"):
         super().__init__()
         layers, c_in, (h, w) = [], 3, resolution
         for stride in strides:
@@ -152,7 +185,7 @@ class SlotEncoder(nn.Module):
         self.norm = nn.LayerNorm(channels)
         self.mlp = nn.Sequential(nn.Linear(channels, slot_dim), nn.ReLU(), nn.Linear(slot_dim, slot_dim))
         self.slot_attention = SlotAttention(num_slots, slot_dim, iters, hidden_dim, implicit_grad=implicit_grad,
-                                            learned_init=learned_init)
+                                            init=init)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) -> position-aware input features (B, N, D)."""
