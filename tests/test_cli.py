@@ -248,3 +248,23 @@ def test_progress_line_counts_the_ended_sweep_points_when_jobs_run_side_by_side(
     assert f"about {norms.budget_s / 2 * 0.6 / 60:.0f} min to go" in line  # 0.6 s of wall per second of budget
     sequential = _progress_line(plans, entries, "vae", 60.0)
     assert f"about {norms.budget_s * 60 / vae.budget_s / 60:.0f} min to go" in sequential
+
+
+def test_demo_profile_is_the_quick_one_unless_an_experiment_has_a_lighter_one():
+    from dataclasses import asdict
+
+    from syllabus.errors import UsageError
+    from syllabus.experiments import get_experiment
+
+    vae, math = get_experiment("vae"), get_experiment("math-programs")
+    assert asdict(vae.config("demo")) == asdict(vae.config("quick"))
+    assert math.config("demo").train.epochs < math.config("quick").train.epochs
+    with pytest.raises(UsageError, match="valid: smoke, demo, quick, full"):
+        vae.config("fast")
+
+
+def test_a_run_imports_only_its_own_experiment():
+    code = ("import sys; from syllabus.experiments import get_experiment; get_experiment('vae'); "
+            "print(sorted(m for m in sys.modules if m.startswith('syllabus.experiments.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "syllabus.experiments.vae" in out and "math_programs" not in out and "slot_attention" not in out
