@@ -20,7 +20,7 @@ def _errors(capsys, argv):
 @pytest.mark.parametrize("argv,expected", [
     (["run", "nope"], "unknown experiment 'nope'; valid: "),
     (["run", "resnet-norms", "--profile", "huge"],
-     "unknown profile 'huge' for resnet-norms; valid: smoke, quick, full"),
+     "unknown profile 'huge' for resnet-norms; valid: smoke, demo, quick, full"),
     (["run", "resnet-norms", "--set", "model.nrm=bn"], "unknown key 'model.nrm'; valid keys: data.name"),
     (["run", "resnet-norms", "--set", "train.lr=fast"], "bad value 'fast' for train.lr: expected float"),
     (["run", "resnet-norms", "--set", "model.norm=xyz"], "choices: bn, in, bin, ln, gn, none"),
