@@ -154,3 +154,11 @@ def test_kmeans_initialised_slots_start_on_the_inputs():
     assert start.shape == (2, 4, 8) and not start.requires_grad
     slots, attn = module(x)
     assert slots.shape == (2, 4, 8) and attn.shape == (2, 2, 4, 30)
+
+
+def test_decoder_depth_adds_convolutions_at_its_resolution():
+    decoder = BroadcastDecoder(8, (32, 32), init_res=8, channels=4, out_res=16, depth=3)
+    convs = [m for m in decoder.net if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 3 and convs[-1].out_channels == 4
+    contents, logits = decoder(torch.randn(2, 5, 8))
+    assert contents.shape == (2, 5, 3, 16, 16) and logits.shape == (2, 5, 1, 16, 16)
