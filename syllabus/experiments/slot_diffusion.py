@@ -30,7 +30,7 @@ from syllabus.experiments.slot_diffusion_report import report_sections, sweep_se
 from syllabus.metrics.ari import segment_scores
 from syllabus.nn.diffusion import BETA_SCHEDULES, SCHEDULERS, Scheduler, sample_loop
 from syllabus.nn.latent_vae import VAE, load_vae_checkpoint, vae_loss
-from syllabus.nn.slot_attention import SlotEncoder
+from syllabus.nn.slot_attention import INITS, SlotEncoder
 from syllabus.nn.unet import UNet
 from syllabus.runs import Run
 from syllabus.train import StepContext, TrainConfig, Trainer, fit, fit_summary, load_best, seed_everything
@@ -43,6 +43,7 @@ class ModelConfig:
     slot_iters: int = ranged(3, 1)
     encoder_channels: int = ranged(64, 1)
     encoder_strides: tuple[int, ...] = (2, 2, 1, 1)  # (1, 1, 1, 1) is the paper's N = H W
+    slot_init: str = choice("gaussian", INITS)  # where the slots start (see syllabus.nn.slot_attention)
     unet_channels: tuple[int, ...] = (64, 128)
     unet_blocks: int = ranged(1, 1)
     heads: int = ranged(4, 1)
@@ -169,7 +170,7 @@ def build_vae(cfg: Config) -> VAE:
 def build_model(cfg: Config, summary: dict | None = None) -> SlotDiffusion:
     m = cfg.model
     encoder = SlotEncoder(m.num_slots, m.slot_dim, m.slot_iters, m.encoder_channels,
-                          (cfg.data.image_size, cfg.data.image_size), tuple(m.encoder_strides))
+                          (cfg.data.image_size, cfg.data.image_size), tuple(m.encoder_strides), init=m.slot_init)
     unet = UNet(3, m.unet_channels, m.slot_dim, m.unet_blocks, m.heads)
     return SlotDiffusion(encoder, unet, build_vae(cfg), cfg.data.image_size)
 
