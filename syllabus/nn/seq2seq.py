@@ -192,17 +192,22 @@ class BertEncoder(nn.Module):
     @torch.no_grad()
     def cache_states(self, batch: State) -> torch.Tensor:
         """(B, S, D) what `batch["feats"]` may hold: the frozen BERT's outputs, or the hidden
-        states entering the top `train_layers` layers."""
+        states entering the top `train_layers` layers (the frozen part alone is run)."""
         if not self.train_layers:
             return self.features(batch)
         self.train(self.training)  # the frozen part in eval mode, whatever the caller set
-        out = self.bert(input_ids=batch["src"], attention_mask=batch["mask"].long(), output_hidden_states=True)
-        return out.hidden_states[-1 - self.train_layers]
+        layers = self.bert.encoder.layer
+        states = self.bert.embeddings(input_ids=batch["src"])  # (B, S, D)
+        return self._run_layers(states, batch["mask"], layers[:len(layers) - self.train_layers])
 
     def top_layers(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The trained top layers over cached states (B, S, D); mask (B, S) true at tokens."""
+        return self._run_layers(states, mask, self.bert.encoder.layer[-self.train_layers:])
+
+    @staticmethod
+    def _run_layers(states: torch.Tensor, mask: torch.Tensor, layers) -> torch.Tensor:
         additive = (~mask)[:, None, None, :].to(states.dtype) * torch.finfo(states.dtype).min  # (B, 1, 1, S)
-        for layer in self.bert.encoder.layer[-self.train_layers:]:
+        for layer in layers:
             out = layer(states, attention_mask=additive)
             states = out[0] if isinstance(out, tuple) else out
         return states

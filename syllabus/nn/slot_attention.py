@@ -95,6 +95,8 @@ class SlotAttention(nn.Module):
         starting vectors, or k-means centres of the normalised inputs (B, N, D). (B, K, D)."""
         k = num_slots or self.num_slots
         if self.init == "kmeans":
+            if inputs is None:
+                raise ValueError("k-means slot starts need the inputs (B, N, D)")
             return kmeans_centres(inputs.detach(), k)
         if self.init == "learned":
             if k != self.num_slots:
