@@ -162,3 +162,46 @@ def test_decoder_depth_adds_convolutions_at_its_resolution():
     assert len(convs) == 3 and convs[-1].out_channels == 4
     contents, logits = decoder(torch.randn(2, 5, 8))
     assert contents.shape == (2, 5, 3, 16, 16) and logits.shape == (2, 5, 1, 16, 16)
+
+
+def test_slot_frames_are_the_attention_weighted_mean_and_spread_of_the_grid():
+    from syllabus.nn.slot_attention import slot_frames
+
+    torch.manual_seed(0)
+    attn = torch.rand(2, 3, 4 * 5)  # (B, K, N) on a 4 x 5 grid
+    frames = slot_frames(attn, (4, 5), min_scale=0.0)
+    ys, xs = np.meshgrid(np.linspace(-1, 1, 4), np.linspace(-1, 1, 5), indexing="ij")
+    w = attn.double().numpy() / attn.double().numpy().sum(-1, keepdims=True)
+    for coord, mean_at, sd_at in ((ys.ravel(), 0, 2), (xs.ravel(), 1, 3)):
+        mean = (w * coord).sum(-1)
+        np.testing.assert_allclose(frames[..., mean_at].numpy(), mean, atol=1e-6)
+        np.testing.assert_allclose(frames[..., sd_at].numpy(), np.sqrt((w * (coord - mean[..., None]) ** 2).sum(-1)),
+                                   atol=1e-5)
+    point = torch.zeros(1, 1, 20)
+    point[0, 0, 7] = 1.0  # all attention on one cell: the spread is held at min_scale
+    assert torch.allclose(slot_frames(point, (4, 5))[0, 0, 2:], torch.full((2,), 0.05))
+
+
+def test_relative_decoder_draws_a_shifted_frame_as_the_same_picture_shifted():
+    torch.manual_seed(0)
+    decoder = BroadcastDecoder(8, (16, 16), init_res=16, channels=8, out_res=16, relative=True)
+    content = torch.randn(1, 1, 8)
+    frame = torch.tensor([[[0.0, -0.2, 0.3, 0.25]]])  # centre (y, x), spread (y, x)
+    shifted = frame + torch.tensor([0.0, 2 * 2 / 15, 0.0, 0.0])  # two grid cells to the right
+    a = torch.cat(decoder(torch.cat([content, frame], -1)), 2)  # (1, 1, 4, 16, 16)
+    b = torch.cat(decoder(torch.cat([content, shifted], -1)), 2)
+    # away from the borders (two 3 x 3 convolutions see 2 cells), b is a moved 2 cells right
+    torch.testing.assert_close(b[..., 2:14, 4:14], a[..., 2:14, 2:12], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(a, b, atol=1e-3)
+
+
+def test_encoder_with_frames_appends_them_and_the_autoencoder_decodes_its_own_slots():
+    torch.manual_seed(0)
+    enc = SlotEncoder(4, slot_dim=16, iters=2, channels=8, resolution=(32, 32), strides=(2, 1), frames=True)
+    model = SlotAttentionAutoEncoder(enc, BroadcastDecoder(16, (32, 32), init_res=16, channels=8, out_res=16,
+                                                           relative=True))
+    out = model(torch.rand(2, 3, 32, 32) * 2 - 1)
+    assert out["slots"].shape == (2, 4, 20) and out["masks"].shape == (2, 4, 1, 32, 32)
+    from syllabus.nn.slot_attention import slot_frames
+    torch.testing.assert_close(out["slots"][..., -4:], slot_frames(out["attn"][-1], enc.feature_hw))
+    torch.testing.assert_close(model.decode(out["slots"])["recon"], out["recon"])

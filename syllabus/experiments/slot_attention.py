@@ -45,6 +45,7 @@ class ModelConfig:
     decoder_depth: int = ranged(2, 2)  # 3 x 3 convolutions at decoder_res, the output one included
     implicit_grad: bool = False  # back-propagate through the last iteration only (Chang et al. 2022)
     slot_init: str = choice("gaussian", INITS)  # learned: BO-QSA's K learned slots; kmeans: centres of the inputs
+    relative_decoder: bool = False  # the decoder draws each slot in its frame (centre, spread of its attention)
 
 
 @dataclass
@@ -111,9 +112,10 @@ def full() -> Config:
 def build_model(cfg: Config, summary: dict | None = None) -> SlotAttentionAutoEncoder:
     m, size = cfg.model, cfg.data.image_size
     encoder = SlotEncoder(m.num_slots, m.slot_dim, m.iters, m.encoder_channels, (size, size),
-                          tuple(m.encoder_strides), m.kernel_size, m.hidden_dim, m.implicit_grad, m.slot_init)
+                          tuple(m.encoder_strides), m.kernel_size, m.hidden_dim, m.implicit_grad, m.slot_init,
+                          m.relative_decoder)
     decoder = BroadcastDecoder(m.slot_dim, (size, size), m.decoder_init, m.decoder_channels, m.decoder_res or None,
-                               m.decoder_depth)
+                               m.decoder_depth, m.relative_decoder)
     return SlotAttentionAutoEncoder(encoder, decoder)
 
 

@@ -145,6 +145,18 @@ def coordinate_grid(h: int, w: int, device=None) -> torch.Tensor:
     return torch.stack([y, x, 1 - y, 1 - x], -1)
 
 
+def slot_frames(attn: torch.Tensor, hw: tuple[int, int], min_scale: float = 0.05) -> torch.Tensor:
+    """Each slot's frame from its attention (B, K, N) over an (h, w) grid: (B, K, 4) = centre (y, x)
+    and spread (y, x), the attention-weighted mean and standard deviation of coordinates in [-1, 1]
+    (as Invariant Slot Attention, Biza et al. 2023)."""
+    ys, xs = torch.linspace(-1, 1, hw[0], device=attn.device), torch.linspace(-1, 1, hw[1], device=attn.device)
+    grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), -1).reshape(-1, 2)  # (N, 2)
+    weights = attn / attn.sum(-1, keepdim=True).clamp_min(1e-8)  # (B, K, N)
+    centre = weights @ grid  # (B, K, 2)
+    spread = (weights @ grid.square() - centre.square()).clamp_min(min_scale**2).sqrt()  # (B, K, 2)
+    return torch.cat([centre, spread], -1)
+
+
 class SoftPositionEmbed(nn.Module):
     """Adds a learned linear map of the coordinate grid to channels-last features (B, H, W, C)."""
 
@@ -171,12 +183,16 @@ class SlotEncoder(nn.Module):
         kernel_size: of every convolution (5 in the paper).
         hidden_dim: width of the slot MLP.
         implicit_grad, init: see ``SlotAttention``.
+        frames: append each slot's frame (``slot_frames`` of the last attention) to it, so the
+            slots are (B, K, D + 4), for a decoder that draws in the slot's own frame.
     """
 
     def __init__(self, num_slots: int, slot_dim: int = 64, iters: int = 3, channels: int = 64,
                  resolution: tuple[int, int] = (64, 64), strides: tuple[int, ...] = (1, 1, 1, 1),
-                 kernel_size: int = 5, hidden_dim: int = 128, implicit_grad: bool = False, init: str = "gaussian"):
+                 kernel_size: int = 5, hidden_dim: int = 128, implicit_grad: bool = False, init: str = "gaussian",
+                 frames: bool = False):
         super().__init__()
+        self.frames = frames
         layers, c_in, (h, w) = [], 3, resolution
         for stride in strides:
             layers += [nn.Conv2d(c_in, channels, kernel_size, stride=stride, padding=kernel_size // 2), nn.ReLU()]
@@ -196,8 +212,11 @@ class SlotEncoder(nn.Module):
         return self.mlp(self.norm(x))  # (B, N, D)
 
     def forward_all(self, images: torch.Tensor, num_slots: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images -> slots (B, K, D), the attention of every iteration (T, B, K, N)."""
-        return self.slot_attention(self.features(images), num_slots)
+        """Images -> slots (B, K, D) (D + 4 with frames), the attention of every iteration (T, B, K, N)."""
+        slots, attns = self.slot_attention(self.features(images), num_slots)
+        if self.frames:
+            slots = torch.cat([slots, slot_frames(attns[-1], self.feature_hw)], -1)  # (B, K, D + 4)
+        return slots, attns
 
     def forward(self, images: torch.Tensor, num_slots: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (B, 3, H, W) -> slots (B, K, D), last iteration's attention (B, K, N)."""
@@ -216,11 +235,15 @@ class BroadcastDecoder(nn.Module):
         out_res: side at which the convolutions stop (default: the image's); below it, the
             four output channels are upsampled bilinearly to the image (cheap on a CPU).
         depth: 3 x 3 convolutions at ``out_res`` (the last one gives the four channels).
+        relative: the slots end with their frames (centre, spread; ``slot_frames``), and the
+            grid the decoder sees is in each slot's frame, (coordinate - centre) / spread, so
+            one shape is drawn the same way wherever it is (Biza et al. 2023).
     """
 
     def __init__(self, slot_dim: int, resolution: tuple[int, int] = (64, 64), init_res: int = 8, channels: int = 64,
-                 out_res: int | None = None, depth: int = 2):
+                 out_res: int | None = None, depth: int = 2, relative: bool = False):
         super().__init__()
+        self.relative = relative
         out_res = out_res or resolution[0]
         ups = math.log2(out_res / init_res)
         if resolution[0] != resolution[1] or ups != int(ups) or ups < 0 or resolution[0] % out_res:
@@ -228,6 +251,10 @@ class BroadcastDecoder(nn.Module):
                              f"out_res init_res={init_res} times 2^k")
         self.init_res, self.resolution = init_res, tuple(resolution)
         self.pos = SoftPositionEmbed(slot_dim, (init_res, init_res))
+        if relative:
+            self.rel = nn.Linear(2, slot_dim)
+            grid = torch.linspace(-1, 1, init_res)
+            self.register_buffer("grid", torch.stack(torch.meshgrid(grid, grid, indexing="ij"), -1), persistent=False)
         layers, c_in = [], slot_dim
         for _ in range(int(ups)):
             layers += [nn.ConvTranspose2d(c_in, channels, 5, stride=2, padding=2, output_padding=1), nn.ReLU()]
@@ -239,10 +266,18 @@ class BroadcastDecoder(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Slots (B, K, D) -> contents (B, K, 3, h, w), mask logits (B, K, 1, h, w) at ``out_res``."""
-        b, k, d = slots.shape
+        """Slots (B, K, D) (D + 4 if relative) -> contents (B, K, 3, h, w), mask logits (B, K, 1, h, w)
+        at ``out_res``."""
+        b, k = slots.shape[:2]
+        if self.relative:
+            slots, frame = slots[..., :-4], slots[..., -4:].reshape(b * k, 1, 1, 4)
+        d = slots.shape[-1]
         x = slots.reshape(b * k, 1, 1, d).expand(-1, self.init_res, self.init_res, -1)  # (BK, r, r, D)
-        x = self.pos(x).permute(0, 3, 1, 2)  # (BK, D, r, r)
+        if self.relative:  # the grid in each slot's frame: (BK, r, r, 2)
+            x = x + self.rel((self.grid - frame[..., :2]) / frame[..., 2:])
+        else:
+            x = self.pos(x)
+        x = x.permute(0, 3, 1, 2)  # (BK, D, r, r)
         out = self.net(x)  # (BK, 4, h, w)
         out = out.reshape(b, k, *out.shape[1:])
         return out[:, :, :3], out[:, :, 3:]

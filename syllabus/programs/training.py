@@ -9,6 +9,7 @@ from functools import partial
 
 import torch
 from torch.utils.data import DataLoader, Sampler
+from tqdm.auto import tqdm
 
 from syllabus.errors import UsageError
 from syllabus.metrics.sequence import METRICS, score
@@ -140,8 +141,9 @@ def cache_bert_features(encoder: BertEncoder, items: dict[str, list[dict]], pad_
     (`encoder.cache_states`) as `feats`."""
     use = "cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
     bert = encoder.encoder_model.to(use)
-    for split_items in items.values():
-        for idx in length_batches(split_items, batch_size):
+    for split, split_items in items.items():
+        for idx in tqdm(length_batches(split_items, batch_size), desc=f"BERT states ({split})", unit="batch",
+                        leave=False, disable=None):
             batch = collate([split_items[i] for i in idx], pad_id)
             out = encoder.cache_states({k: v.to(use) for k, v in batch.items()}).cpu()  # (B, S, D)
             for row, i in enumerate(idx):
