@@ -197,7 +197,7 @@ def test_relative_decoder_draws_a_shifted_frame_as_the_same_picture_shifted():
 
 def test_encoder_with_frames_appends_them_and_the_autoencoder_decodes_its_own_slots():
     torch.manual_seed(0)
-    enc = SlotEncoder(4, slot_dim=16, iters=2, channels=8, resolution=(32, 32), strides=(2, 1), frames=True)
+    enc = SlotEncoder(4, slot_dim=16, iters=2, channels=8, resolution=(32, 32), strides=(2, 1), frames="attention")
     model = SlotAttentionAutoEncoder(enc, BroadcastDecoder(16, (32, 32), init_res=16, channels=8, out_res=16,
                                                            relative=True))
     out = model(torch.rand(2, 3, 32, 32) * 2 - 1)

@@ -3,12 +3,15 @@
 Public API:
     SlotAttention(num_slots, dim, iters=3, hidden_dim=128, eps=1e-8, implicit_grad=False, init="gaussian")
         (B, N, D) inputs -> slots (B, K, D) and the attention of every iteration (T, B, K, N)
+    slot_frames(attn, hw) -> (B, K, 4): each slot's centre and spread on the [-1, 1] grid
     SoftPositionEmbed(dim, resolution): adds a learned map of the 2D coordinate grid
-    SlotEncoder(num_slots, slot_dim=64, iters=3, channels=64, resolution=(64, 64), strides=(1, 1, 1, 1))
-        images (B, 3, H, W) -> slots (B, K, D), last iteration's attention (B, K, N);
-        ``forward_all`` also gives every iteration's attention; ``feature_hw`` is the (h, w) of N
-    BroadcastDecoder(slot_dim, resolution, init_res=8, channels=64, out_res=None, depth=2)
-        slots (B, K, D) -> per-slot RGB (B, K, 3, H, W) and mask logits (B, K, 1, H, W)
+    SlotEncoder(num_slots, slot_dim=64, iters=3, channels=64, resolution=(64, 64), strides=(1, 1, 1, 1),
+                ..., frames="none")
+        images (B, 3, H, W) -> slots (B, K, D) (D + 4 with frames), last iteration's attention
+        (B, K, N); ``forward_all`` also gives every iteration's attention; ``feature_hw`` is the (h, w) of N
+    BroadcastDecoder(slot_dim, resolution, init_res=8, channels=64, out_res=None, depth=2, relative=False)
+        slots (B, K, D) -> per-slot RGB (B, K, 3, H, W) and mask logits (B, K, 1, H, W); relative:
+        the slots end with their frames and the grid is drawn in each slot's frame
     SlotAttentionAutoEncoder(encoder, decoder)
         images -> {"recon", "masks", "contents", "slots", "attn"}; ``decode(slots)`` alone
         (masks are a softmax over slots; the image is the sum of masks x contents)
@@ -25,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 INITS = ("gaussian", "learned", "kmeans")
+FRAMES = ("none", "attention", "invariant")  # where a slot's frame comes from (see SlotEncoder)
 
 
 @torch.no_grad()
@@ -183,15 +187,19 @@ class SlotEncoder(nn.Module):
         kernel_size: of every convolution (5 in the paper).
         hidden_dim: width of the slot MLP.
         implicit_grad, init: see ``SlotAttention``.
-        frames: append each slot's frame (``slot_frames`` of the last attention) to it, so the
-            slots are (B, K, D + 4), for a decoder that draws in the slot's own frame.
+        frames: "none" (the paper); "attention": append each slot's frame (``slot_frames`` of
+            the last attention), so the slots are (B, K, D + 4), for a decoder that draws in the
+            slot's own frame; "invariant": Invariant Slot Attention (``invariant_slots``), whose
+            keys and values are in the slots' frames too, with no absolute position embedding.
     """
 
     def __init__(self, num_slots: int, slot_dim: int = 64, iters: int = 3, channels: int = 64,
                  resolution: tuple[int, int] = (64, 64), strides: tuple[int, ...] = (1, 1, 1, 1),
                  kernel_size: int = 5, hidden_dim: int = 128, implicit_grad: bool = False, init: str = "gaussian",
-                 frames: bool = False):
+                 frames: str = "none"):
         super().__init__()
+        if frames not in FRAMES:
+            raise ValueError(f"slot frames {frames!r}; valid: {', '.join(FRAMES)}")
         self.frames = frames
         layers, c_in, (h, w) = [], 3, resolution
         for stride in strides:
@@ -199,11 +207,17 @@ class SlotEncoder(nn.Module):
             c_in, h, w = channels, math.ceil(h / stride), math.ceil(w / stride)
         self.cnn = nn.Sequential(*layers)
         self.feature_hw = (h, w)
-        self.pos = SoftPositionEmbed(channels, self.feature_hw)
+        self.pos = SoftPositionEmbed(channels, self.feature_hw) if frames != "invariant" else nn.Identity()
         self.norm = nn.LayerNorm(channels)
         self.mlp = nn.Sequential(nn.Linear(channels, slot_dim), nn.ReLU(), nn.Linear(slot_dim, slot_dim))
-        self.slot_attention = SlotAttention(num_slots, slot_dim, iters, hidden_dim, implicit_grad=implicit_grad,
-                                            init=init)
+        if frames == "invariant":
+            from syllabus.nn.invariant_slots import InvariantSlotAttention  # it builds on SlotAttention
+
+            self.slot_attention = InvariantSlotAttention(num_slots, slot_dim, self.feature_hw, iters, hidden_dim,
+                                                         implicit_grad=implicit_grad, init=init)
+        else:
+            self.slot_attention = SlotAttention(num_slots, slot_dim, iters, hidden_dim, implicit_grad=implicit_grad,
+                                                init=init)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) -> position-aware input features (B, N, D)."""
@@ -214,7 +228,7 @@ class SlotEncoder(nn.Module):
     def forward_all(self, images: torch.Tensor, num_slots: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Images -> slots (B, K, D) (D + 4 with frames), the attention of every iteration (T, B, K, N)."""
         slots, attns = self.slot_attention(self.features(images), num_slots)
-        if self.frames:
+        if self.frames == "attention":
             slots = torch.cat([slots, slot_frames(attns[-1], self.feature_hw)], -1)  # (B, K, D + 4)
         return slots, attns
 
