@@ -47,3 +47,13 @@ def test_implicit_gradient_keeps_the_forward_and_the_encoder_has_no_absolute_pos
     slots, attns = enc.forward_all(torch.randn(2, 3, 16, 16))
     assert slots.shape == (2, 3, 20) and attns.shape == (2, 2, 3, 64)
 
+
+
+def test_every_parameter_in_use_gets_a_gradient_with_learned_starts_under_the_implicit_gradient():
+    isa = _isa(implicit_grad=True, init="learned")
+    slots, _ = isa(torch.randn(2, 64, 16))
+    slots.square().sum().backward()
+    unused = {"slots_mu", "slots_log_sigma"}  # the Gaussian start's, not used by learned starts
+    for name, p in isa.named_parameters():
+        if name not in unused:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name

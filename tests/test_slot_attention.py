@@ -205,3 +205,17 @@ def test_encoder_with_frames_appends_them_and_the_autoencoder_decodes_its_own_sl
     from syllabus.nn.slot_attention import slot_frames
     torch.testing.assert_close(out["slots"][..., -4:], slot_frames(out["attn"][-1], enc.feature_hw))
     torch.testing.assert_close(model.decode(out["slots"])["recon"], out["recon"])
+
+
+def test_relative_decoder_model_gives_every_parameter_a_gradient():
+    torch.manual_seed(0)
+    enc = SlotEncoder(4, slot_dim=16, iters=2, channels=8, resolution=(32, 32), strides=(2, 1), frames="attention",
+                      implicit_grad=True, init="kmeans")
+    model = SlotAttentionAutoEncoder(enc, BroadcastDecoder(16, (32, 32), init_res=16, channels=8, out_res=16,
+                                                           relative=True))
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    (model(x)["recon"] - x).square().mean().backward()
+    unused = {"encoder.slot_attention.slots_mu", "encoder.slot_attention.slots_log_sigma"}  # k-means starts
+    for name, p in model.named_parameters():
+        if name not in unused:
+            assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name

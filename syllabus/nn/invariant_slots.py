@@ -66,14 +66,15 @@ class InvariantSlotAttention(SlotAttention):
         """Inputs (B, N, D) -> slots and frames (B, K, D + 4), attention of each update (T, B, K, N)."""
         inputs = self.norm_inputs(inputs)
         k, v = self.to_k(inputs), self.to_v(inputs)  # (B, N, D) each
-        slots = self.init_slots(inputs.shape[0], num_slots, inputs) if slots is None else slots
+        start = slots = self.init_slots(inputs.shape[0], num_slots, inputs) if slots is None else slots
         frames = slots.new_tensor([0.0, 0.0, self.init_scale, self.init_scale]).expand(*slots.shape[:2], 4)
         attns = []
         for t in range(self.iters):
             last = t == self.iters - 1
             with torch.set_grad_enabled(torch.is_grad_enabled() and (last or not self.implicit_grad)):
                 if last and self.implicit_grad:
-                    slots, frames = slots.detach(), frames.detach()
+                    through = start - start.detach() if self.init == "learned" else 0  # straight-through term
+                    slots, frames = slots.detach() + through, frames.detach()
                 attn = self.attend(slots, k, frames)  # (B, K, N)
                 attns.append(attn)
                 update_frames = frames

@@ -264,11 +264,12 @@ class BroadcastDecoder(nn.Module):
             raise ValueError(f"decoder resolution {resolution} must be square, out_res={out_res} times an integer, "
                              f"out_res init_res={init_res} times 2^k")
         self.init_res, self.resolution = init_res, tuple(resolution)
-        self.pos = SoftPositionEmbed(slot_dim, (init_res, init_res))
-        if relative:
+        if relative:  # a learned map of the grid in each slot's frame
             self.rel = nn.Linear(2, slot_dim)
             grid = torch.linspace(-1, 1, init_res)
             self.register_buffer("grid", torch.stack(torch.meshgrid(grid, grid, indexing="ij"), -1), persistent=False)
+        else:
+            self.pos = SoftPositionEmbed(slot_dim, (init_res, init_res))
         layers, c_in = [], slot_dim
         for _ in range(int(ups)):
             layers += [nn.ConvTranspose2d(c_in, channels, 5, stride=2, padding=2, output_padding=1), nn.ReLU()]
