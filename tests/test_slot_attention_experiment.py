@@ -5,6 +5,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
 from syllabus.cli import main
 from syllabus.experiments import get_experiment
@@ -45,10 +46,12 @@ def test_smoke_run_resumes_exactly_and_reports(exact_resume):
     assert [r["epoch"] for r in epochs] == [1, 2]
     assert all(0 < r["val/loss"] < 1 and -1 <= r["val/ari"] <= 1 for r in epochs)
     methods = [r["method"] for r in s["baselines"]]
-    assert methods == ["slot attention (ours)", "one segment", "k-means colour", "k-means colour+position"]
-    one = s["baselines"][1]
+    assert methods == ["slot attention (ours): masks", "slot attention (ours): posterior assignment", "one segment",
+                       "k-means colour", "k-means colour+position"]
+    one = s["baselines"][2]
     assert one["ari"] == 0.0 and one["fg_ari"] == 0.0  # one segment: chance ARI, exactly
-    assert s["best_baseline/fg_ari"] == max(r["fg_ari"] for r in s["baselines"][1:])
+    assert s["best_baseline/fg_ari"] == max(r["fg_ari"] for r in s["baselines"][2:])
+    assert -1 <= s["val/posterior/fg_ari"] <= 1 and s["test/posterior/fg_ari"] == s["test/posterior/fg_ari"]
     assert s["fd_generated"] > 0 and s["fd_reconstruction"] > 0 and not s["inception"]
     assert "NOT Inception" in s["feature_space"] and s["n_generate"] == 6 and s["library_slots"] == 8 * 4
     with np.load(run_dir / "pictures.npz") as pics:
@@ -69,3 +72,23 @@ def test_missing_clevrtex_is_one_line_before_training(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "data.root" in err[0]
     assert not list((tmp_path / "runs").glob("*/*/checkpoints/*.pt"))
+
+
+def test_posterior_assignment_sharpens_flat_masks_by_colour_and_follows_the_masks_when_colour_is_uninformative():
+    from syllabus.experiments.slot_attention_eval import posterior_ids
+
+    x = torch.zeros(1, 3, 4, 4)
+    x[0, 0, :, :2], x[0, 2, :, 2:] = 1.0, 1.0  # left half red, right half blue
+    contents = torch.zeros(1, 2, 3, 2, 2)  # at half the image's size, upsampled inside
+    contents[0, 0, 0], contents[0, 1, 2] = 1.0, 1.0  # slot 0 red, slot 1 blue
+    masks = torch.full((1, 2, 1, 4, 4), 0.5)
+    masks[0, 0, 0, 0, 0], masks[0, 1, 0, 0, 0] = 0.6, 0.4  # one pixel leans to slot 0
+    recon = (masks * torch.nn.functional.interpolate(contents[0], size=(4, 4))[None]).sum(1)
+    ids = posterior_ids(x, {"masks": masks, "contents": contents, "recon": recon})
+    assert ids[0, :, :2].eq(0).all() and ids[0, :, 2:].eq(1).all()
+    grey = torch.zeros(1, 2, 3, 2, 2)  # both slots the same colour: only the masks decide
+    masks_right = masks.clone()
+    masks_right[0, 1, 0, :, 1:] = 0.9
+    masks_right[0, 0, 0, :, 1:] = 0.1
+    ids = posterior_ids(x, {"masks": masks_right, "contents": grey, "recon": x + 1})
+    torch.testing.assert_close(ids, masks_right.squeeze(2).argmax(1))
