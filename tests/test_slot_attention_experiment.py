@@ -56,6 +56,7 @@ def test_smoke_run_resumes_exactly_and_reports(exact_resume):
     assert "NOT Inception" in s["feature_space"] and s["n_generate"] == 6 and s["library_slots"] == 8 * 4
     with np.load(run_dir / "pictures.npz") as pics:
         assert pics["masks"].shape == (2, 4, 32, 32) and pics["attn"].shape == (3, 2, 4, 16, 16)
+        assert pics["posterior"].shape == (2, 32, 32) and pics["posterior"].max() < 4
         np.testing.assert_allclose(pics["masks"].astype(np.float32).sum(1), 1.0, atol=5e-3)
         np.testing.assert_allclose(pics["attn"].astype(np.float32).sum(2), 1.0, atol=5e-3)
     html = (run_dir / "report.html").read_text()

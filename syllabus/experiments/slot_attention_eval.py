@@ -110,7 +110,8 @@ def generation(model, train_ds, val_ds, cfg) -> tuple[dict, torch.Tensor]:
 @torch.no_grad()
 def pictures(model, images: torch.Tensor, masks: torch.Tensor) -> dict[str, np.ndarray]:
     """What the report draws for a few images (all float16 in [0, 1] except ids)."""
-    out = model(images.to(_device(model)) * 2 - 1)
+    x = images.to(_device(model)) * 2 - 1
+    out = model(x)
     size = images.shape[-2:]
     contents = F.interpolate(out["contents"].flatten(0, 1), size=size, mode="bilinear", align_corners=False)
     contents = ((contents.reshape(*out["contents"].shape[:3], *size) + 1) / 2).clamp(0, 1)  # (B, K, 3, H, W)
@@ -119,6 +120,7 @@ def pictures(model, images: torch.Tensor, masks: torch.Tensor) -> dict[str, np.n
     return {"images": images.numpy(), "true": masks.numpy().astype(np.uint8),
             "recon": ((out["recon"].cpu() + 1) / 2).clamp(0, 1).numpy(),
             "masks": out["masks"].squeeze(2).cpu().numpy(), "contents": contents.cpu().numpy(),
+            "posterior": posterior_ids(x, out).cpu().numpy().astype(np.uint8),
             "attn": out["attn"].reshape(t, b, k, h, w).cpu().numpy()}
 
 

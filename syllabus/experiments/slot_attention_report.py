@@ -84,12 +84,15 @@ def _reconstruction_section(rep: Report, pics: dict) -> None:
     for i in range(len(pics["images"])):
         masks, contents = pics["masks"][i], _hwc(pics["contents"][i])  # (K, H, W), (K, H, W, 3)
         slots = [m[..., None] * c + (1 - m[..., None]) for m, c in zip(masks, contents)]  # on white
+        posterior = [colour_ids(pics["posterior"][i] + 1)] if "posterior" in pics else []
         strips.append([_hwc(pics["images"][i]), _hwc(pics["recon"][i]), colour_ids(pics["true"][i]),
-                       colour_ids(masks.argmax(0) + 1), *slots])  # slot k in the colour of the attention figure
-        labels.append(["input", "recon", "truth", "slots", *[f"slot {k + 1}" for k in range(len(masks))]])
+                       colour_ids(masks.argmax(0) + 1), *posterior, *slots])  # slot k as in the attention figure
+        labels.append(["input", "recon", "truth", "slots", *(["posterior"] if posterior else []),
+                       *[f"slot {k + 1}" for k in range(len(masks))]])
     rep.figure(plots.image_strips(strips, labels), "reconstructions",
                caption="Each slot's content times its mask (white where the mask is 0); 'slots' colours "
-                       "each pixel by the slot with the largest mask.")
+                       "each pixel by the slot with the largest mask, 'posterior' by its most likely slot "
+                       "(the posterior assignment).")
 
 
 def _attention_section(rep: Report, pics: dict) -> None:
