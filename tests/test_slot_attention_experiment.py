@@ -44,7 +44,8 @@ def test_smoke_run_resumes_exactly_and_reports(exact_resume):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in rows if "step" not in r]
     assert [r["epoch"] for r in epochs] == [1, 2]
-    assert all(0 < r["val/loss"] < 1 and -1 <= r["val/ari"] <= 1 for r in epochs)
+    assert all(0 < r["val/loss"] < 1 and -1 <= r["val/ari"] <= 1 and -1 <= r["val/posterior/fg_ari"] <= 1
+               for r in epochs)
     methods = [r["method"] for r in s["baselines"]]
     assert methods == ["slot attention (ours): masks", "slot attention (ours): posterior assignment", "one segment",
                        "k-means colour", "k-means colour+position"]

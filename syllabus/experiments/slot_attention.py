@@ -148,7 +148,8 @@ class SlotTrainer(Trainer):
 
     def evaluate(self, ctx: StepContext) -> dict[str, float]:
         out = segment_batches(self.model, self.val_loader)
-        return {"loss": out["loss"], **segment_scores(out["true"], out["pred"])}
+        posterior = segment_scores(out["true"], out["posterior"])["fg_ari"]
+        return {"loss": out["loss"], **segment_scores(out["true"], out["pred"]), "posterior/fg_ari": posterior}
 
 
 def _first(ds, n: int):
@@ -187,6 +188,6 @@ register(Experiment(
               "fd_reconstruction"],
     key_figure="reconstructions",
     default_sweep={},
-    monitors=("val/loss", "val/ari", "val/fg_ari", "val/miou"),
+    monitors=("val/loss", "val/ari", "val/fg_ari", "val/posterior/fg_ari", "val/miou"),
     budget_s=111,  # demo, measured beside another run (one thread each)
 ))
