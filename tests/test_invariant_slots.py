@@ -3,7 +3,7 @@
 import torch
 
 from syllabus.nn.invariant_slots import InvariantSlotAttention
-from syllabus.nn.slot_attention import SlotEncoder
+from syllabus.nn.slot_attention import SlotEncoder, slot_frames
 
 
 def _isa(**kw) -> InvariantSlotAttention:
@@ -11,13 +11,21 @@ def _isa(**kw) -> InvariantSlotAttention:
     return InvariantSlotAttention(3, 16, (8, 8), iters=2, hidden_dim=32, **kw)
 
 
-def test_slots_carry_the_frames_of_the_last_round_and_attention_is_a_softmax_over_slots():
+def test_forward_is_the_rounds_of_attention_update_and_frames_with_a_last_round_for_the_frames():
     isa = _isa()
-    slots, attns = isa(torch.randn(2, 64, 16))
+    x, start = torch.randn(2, 64, 16), torch.randn(2, 3, 16)
+    slots, attns = isa(x, slots=start)
     assert slots.shape == (2, 3, 20) and attns.shape == (2, 2, 3, 64)
     torch.testing.assert_close(attns.sum(2), torch.ones(2, 2, 64))
-    centre, spread = slots[..., 16:18], slots[..., 18:]
-    assert centre.abs().max() <= 1 and (spread >= 0.05 - 1e-6).all()
+    inputs = isa.norm_inputs(x)
+    k, v = isa.to_k(inputs), isa.to_v(inputs)
+    s, frames = start, torch.tensor([0.0, 0.0, 0.1, 0.1]).expand(2, 3, 4)
+    for t in range(2):  # each round: attend in the current frames, update with them, then move the frames
+        attn = isa.attend(s, k, frames)
+        torch.testing.assert_close(attns[t], attn)
+        s, frames = isa.update(s, attn, v, frames), slot_frames(attn, (8, 8))
+    frames = slot_frames(isa.attend(s, k, frames), (8, 8))
+    torch.testing.assert_close(slots, torch.cat([s, frames], -1))
 
 
 def test_attention_in_a_frame_moved_with_the_inputs_moves_with_them():

@@ -1,6 +1,7 @@
 """The `slot-attention` experiment end to end: smoke CLI run, exact resume, summary and report contents."""
 
 import json
+import math
 import re
 
 import numpy as np
@@ -44,15 +45,16 @@ def test_smoke_run_resumes_exactly_and_reports(exact_resume):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in rows if "step" not in r]
     assert [r["epoch"] for r in epochs] == [1, 2]
-    assert all(0 < r["val/loss"] < 1 and -1 <= r["val/ari"] <= 1 and -1 <= r["val/posterior/fg_ari"] <= 1
-               for r in epochs)
+    assert all(0 < r["val/loss"] < 1 and -1 <= r["val/ari"] <= 1 for r in epochs)
+    assert all(math.isfinite(r["val/posterior/fg_ari"]) for r in epochs)  # logged every epoch
     methods = [r["method"] for r in s["baselines"]]
     assert methods == ["slot attention (ours): masks", "slot attention (ours): posterior assignment", "one segment",
                        "k-means colour", "k-means colour+position"]
     one = s["baselines"][2]
     assert one["ari"] == 0.0 and one["fg_ari"] == 0.0  # one segment: chance ARI, exactly
     assert s["best_baseline/fg_ari"] == max(r["fg_ari"] for r in s["baselines"][2:])
-    assert -1 <= s["val/posterior/fg_ari"] <= 1 and s["test/posterior/fg_ari"] == s["test/posterior/fg_ari"]
+    assert [r["kind"] for r in s["baselines"]] == ["ours", "ours", "baseline", "baseline", "baseline"]
+    assert math.isfinite(s["val/posterior/fg_ari"]) and math.isfinite(s["test/posterior/fg_ari"])
     assert s["fd_generated"] > 0 and s["fd_reconstruction"] > 0 and not s["inception"]
     assert "NOT Inception" in s["feature_space"] and s["n_generate"] == 6 and s["library_slots"] == 8 * 4
     with np.load(run_dir / "pictures.npz") as pics:
@@ -65,7 +67,8 @@ def test_smoke_run_resumes_exactly_and_reports(exact_resume):
                     "Compositional generation"):
         assert "data:image/png;base64," in _section(html, heading)
     assert "NOT Inception FID" in _section(html, "Compositional generation")
-    assert "98.8" in _section(html, "Object discovery against learning-free baselines")
+    segmentation = _section(html, "Object discovery against learning-free baselines")
+    assert "98.8" in segmentation and "posterior assignment" in segmentation
 
 
 def test_missing_clevrtex_is_one_line_before_training(tmp_path, capsys):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from syllabus.nn.slot_attention import SlotAttention, slot_frames
+from syllabus.nn.slot_attention import SlotAttention, centred_grid, slot_frames
 
 
 class InvariantSlotAttention(SlotAttention):
@@ -35,9 +35,7 @@ class InvariantSlotAttention(SlotAttention):
                  eps: float = 1e-8, implicit_grad: bool = False, init: str = "gaussian", init_scale: float = 0.1):
         super().__init__(num_slots, dim, iters, hidden_dim, eps, implicit_grad, init)
         self.grid_hw, self.init_scale = tuple(grid_hw), init_scale
-        ys, xs = torch.linspace(-1, 1, grid_hw[0]), torch.linspace(-1, 1, grid_hw[1])
-        self.register_buffer("grid", torch.stack(torch.meshgrid(ys, xs, indexing="ij"), -1).reshape(-1, 2),
-                             persistent=False)  # (N, 2)
+        self.register_buffer("grid", centred_grid(*grid_hw).reshape(-1, 2), persistent=False)  # (N, 2)
         self.grid_proj = nn.Linear(2, dim)
         hidden = max(dim, hidden_dim)
         self.grid_mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))
@@ -66,19 +64,13 @@ class InvariantSlotAttention(SlotAttention):
         """Inputs (B, N, D) -> slots and frames (B, K, D + 4), attention of each update (T, B, K, N)."""
         inputs = self.norm_inputs(inputs)
         k, v = self.to_k(inputs), self.to_v(inputs)  # (B, N, D) each
-        start = slots = self.init_slots(inputs.shape[0], num_slots, inputs) if slots is None else slots
-        frames = slots.new_tensor([0.0, 0.0, self.init_scale, self.init_scale]).expand(*slots.shape[:2], 4)
-        attns = []
-        for t in range(self.iters):
-            last = t == self.iters - 1
-            with torch.set_grad_enabled(torch.is_grad_enabled() and (last or not self.implicit_grad)):
-                if last and self.implicit_grad:
-                    through = start - start.detach() if self.init == "learned" else 0  # straight-through term
-                    slots, frames = slots.detach() + through, frames.detach()
-                attn = self.attend(slots, k, frames)  # (B, K, N)
-                attns.append(attn)
-                update_frames = frames
-                frames = slot_frames(attn, self.grid_hw)
-                slots = self.update(slots, attn, v, update_frames)
+        start = self.init_slots(inputs.shape[0], num_slots, inputs) if slots is None else slots
+        frames = start.new_tensor([0.0, 0.0, self.init_scale, self.init_scale]).expand(*start.shape[:2], 4)
+
+        def step(slots: torch.Tensor, frames: torch.Tensor):
+            attn = self.attend(slots, k, frames)  # (B, K, N)
+            return self.update(slots, attn, v, frames), attn, slot_frames(attn, self.grid_hw)
+
+        slots, frames, attns = self.iterate(start, step, frames)
         frames = slot_frames(self.attend(slots, k, frames), self.grid_hw)  # the last round moves only the frames
-        return torch.cat([slots, frames], -1), torch.stack(attns)
+        return torch.cat([slots, frames], -1), attns

@@ -129,17 +129,29 @@ class SlotAttention(nn.Module):
         """
         inputs = self.norm_inputs(inputs)
         k, v = self.to_k(inputs), self.to_v(inputs)  # (B, N, D) each
-        start = slots = self.init_slots(inputs.shape[0], num_slots, inputs) if slots is None else slots
-        attns = []
+        start = self.init_slots(inputs.shape[0], num_slots, inputs) if slots is None else slots
+        slots, _, attns = self.iterate(start, lambda s, _: (*self.step(s, k, v), None))
+        return slots, attns
+
+    def iterate(self, start: torch.Tensor, step, carry: torch.Tensor | None = None):
+        """T rounds of ``step(slots, carry) -> (slots, attention (B, K, N), carry)`` from ``start``
+        (B, K, D); ``carry`` is state that rides along (None, or e.g. the slots' frames).
+
+        With ``implicit_grad`` the first T - 1 rounds run without gradient and the last starts
+        from their detached result (learned starts get its gradient straight through).
+        Returns slots, carry, attention of every round (T, B, K, N).
+        """
+        slots, attns = start, []
         for t in range(self.iters):
             last = t == self.iters - 1
             with torch.set_grad_enabled(torch.is_grad_enabled() and (last or not self.implicit_grad)):
                 if last and self.implicit_grad:
                     through = start - start.detach() if self.init == "learned" else 0  # straight-through term
                     slots = slots.detach() + through
-                slots, attn = self.step(slots, k, v)
+                    carry = carry.detach() if carry is not None else None
+                slots, attn, carry = step(slots, carry)
             attns.append(attn)
-        return slots, torch.stack(attns)
+        return slots, carry, torch.stack(attns)
 
 
 def coordinate_grid(h: int, w: int, device=None) -> torch.Tensor:
@@ -149,12 +161,17 @@ def coordinate_grid(h: int, w: int, device=None) -> torch.Tensor:
     return torch.stack([y, x, 1 - y, 1 - x], -1)
 
 
+def centred_grid(h: int, w: int, device=None) -> torch.Tensor:
+    """(y, x) coordinates in [-1, 1], corner to corner. (H, W, 2)."""
+    ys, xs = torch.linspace(-1, 1, h, device=device), torch.linspace(-1, 1, w, device=device)
+    return torch.stack(torch.meshgrid(ys, xs, indexing="ij"), -1)
+
+
 def slot_frames(attn: torch.Tensor, hw: tuple[int, int], min_scale: float = 0.05) -> torch.Tensor:
     """Each slot's frame from its attention (B, K, N) over an (h, w) grid: (B, K, 4) = centre (y, x)
     and spread (y, x), the attention-weighted mean and standard deviation of coordinates in [-1, 1]
     (as Invariant Slot Attention, Biza et al. 2023)."""
-    ys, xs = torch.linspace(-1, 1, hw[0], device=attn.device), torch.linspace(-1, 1, hw[1], device=attn.device)
-    grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), -1).reshape(-1, 2)  # (N, 2)
+    grid = centred_grid(*hw, device=attn.device).reshape(-1, 2)  # (N, 2)
     weights = attn / attn.sum(-1, keepdim=True).clamp_min(1e-8)  # (B, K, N)
     centre = weights @ grid  # (B, K, 2)
     spread = (weights @ grid.square() - centre.square()).clamp_min(min_scale**2).sqrt()  # (B, K, 2)
@@ -266,8 +283,7 @@ class BroadcastDecoder(nn.Module):
         self.init_res, self.resolution = init_res, tuple(resolution)
         if relative:  # a learned map of the grid in each slot's frame
             self.rel = nn.Linear(2, slot_dim)
-            grid = torch.linspace(-1, 1, init_res)
-            self.register_buffer("grid", torch.stack(torch.meshgrid(grid, grid, indexing="ij"), -1), persistent=False)
+            self.register_buffer("grid", centred_grid(init_res, init_res), persistent=False)  # (r, r, 2)
         else:
             self.pos = SoftPositionEmbed(slot_dim, (init_res, init_res))
         layers, c_in = [], slot_dim
