@@ -42,6 +42,29 @@ def test_smoke_run_trains_scores_reports_resumes_and_predicts_its_own_numbers(ex
     assert all(greedy[m] == s["beam_study"]["1"]["test"][m] for m in (*METRICS, "invalid"))
 
 
+@pytest.mark.slow
+def test_gradual_unfreezing_resumes_exactly_and_trains_only_the_top_layer_after_its_frozen_epochs(
+        exact_resume, tmp_path):
+    import torch
+
+    from syllabus.programs.training import load_bert
+
+    sets = ["model.bert_train_layers=1", "model.bert_frozen_epochs=1", "train.epochs=2", "data.n_train=64",
+            "data.n_test=16"]
+    run_dir, _ = exact_resume("math-programs", ["model.arch=bert-finetune", *sets])
+    args = ["run", "math-programs", "--profile", "smoke", "--out", str(tmp_path / "frozen")]
+    assert main([*args, *[a for s in ["model.arch=bert-frozen", *sets] for a in ("--set", s)]]) == 0
+    frozen_dir = next((tmp_path / "frozen" / "math-programs").iterdir())
+    first = [[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()
+              if '"step"' not in line][0] for d in (run_dir, frozen_dir)]
+    assert first[0]["train/loss"] == pytest.approx(first[1]["train/loss"], rel=1e-4)  # epoch 1: the frozen model's
+    last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["modules"]["model"]
+    pretrained = load_bert("minilm")[0].state_dict()
+    changed = {k.split(".")[4] for k, v in last.items() if k.startswith("encoder.bert.encoder.layer.")
+               and not torch.equal(v, pretrained[k.removeprefix("encoder.bert.")])}
+    assert changed == {"5"}  # the top layer alone, trained in epoch 2
+
+
 def test_profiles_train_the_glove_attention_model_and_sweeps_name_the_four():
     exp = get_experiment("math-programs")
     quick = exp.config("quick")
@@ -59,6 +82,7 @@ def test_profiles_train_the_glove_attention_model_and_sweeps_name_the_four():
     (["data.root=/no/such/folder"], "data.root=/no/such/folder: no such folder"),
     (["model.arch=lstm"], "choices"),
     (["train.teacher_forcing=1.5"], "train.teacher_forcing"),
+    (["model.arch=bert-finetune", "model.bert_frozen_epochs=1"], "model.bert_frozen_epochs needs"),
 ])
 def test_bad_settings_are_one_line_before_training(tmp_path, capsys, sets, message):
     args = ["run", "math-programs", "--profile", "smoke", "--out", str(tmp_path)]

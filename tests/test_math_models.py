@@ -171,19 +171,48 @@ def test_top_layers_fine_tuned_over_cached_states_equal_the_whole_bert(minilm):
     batch = collate(featurize(model, vocab, PROBLEMS, PROGRAMS), vocab.pad)  # problems of different lengths
     assert not batch["mask"].all()
     whole = encoder.features(batch)  # (B, S, D)
-    cached = encoder.top_layers(encoder.cache_states(batch), batch["mask"])
+    cached = encoder.top_layers(encoder.cache_states(batch)["feats"], batch["mask"])
     real = batch["mask"]
     assert torch.allclose(cached[real], whole[real], atol=1e-4)
-    assert not torch.allclose(encoder.cache_states(batch)[real], whole[real], atol=1e-2)  # the cache is below them
+    below = encoder.cache_states(batch)["feats"]
+    assert not torch.allclose(below[real], whole[real], atol=1e-2)  # the cache is below them
     model.train()
     assert not bert.embeddings.training and not bert.encoder.layer[3].training and bert.encoder.layer[4].training
-    batch["feats"] = encoder.cache_states(batch)
+    batch.update(encoder.cache_states(batch))
     sequence_loss(model(batch, batch["tgt"]), batch["tgt"], vocab.pad).backward()
     trained = {n.split(".")[2] for n, p in bert.named_parameters() if p.grad is not None}
     assert trained == {"4", "5"}  # encoder.layer.<i>: the top two of six
     groups = MathTrainer(model, vocab, [], [], teacher_forcing=1.0).param_groups(None)["main"]
     assert sum(p.numel() for p in groups[0]["params"]) == sum(
         p.numel() for layer in bert.encoder.layer[4:] for p in layer.parameters())
+
+
+def test_frozen_epochs_read_the_pretrained_output_and_leave_the_top_layers_untrained(minilm):
+    import copy
+
+    bert, tokenizer = copy.deepcopy(minilm[0]), minilm[1]
+    vocab = ProgramVocab()
+    encoder = BertEncoder(bert, tokenizer, hidden=16, finetune=True, train_layers=1)
+    model = Seq2Seq(encoder, LSTMDecoder(len(vocab), 16, 8), vocab.bos, vocab.eos, vocab.pad).eval()
+    batch = collate(featurize(model, vocab, PROBLEMS, PROGRAMS), vocab.pad)
+    cached = encoder.cache_states(batch, outputs=True)
+    real = batch["mask"]
+    assert torch.allclose(cached["feats_out"][real], encoder.features(batch)[real], atol=1e-4)
+    items = featurize(model, vocab, PROBLEMS, PROGRAMS)
+    for row, it in enumerate(items):  # as cache_bert_features stores them, through collate
+        it.update({k: v[row, :len(it["src"])] for k, v in cached.items()})
+    batch = collate(items, vocab.pad)
+    model.train()
+    encoder.top_frozen = True
+    encoder.drop.p = 0.0
+    frozen_memory, _ = encoder(batch)
+    sequence_loss(model(batch, batch["tgt"]), batch["tgt"], vocab.pad).backward()
+    assert all(p.grad is None for p in bert.parameters())
+    encoder.top_frozen = False  # the top layer runs over the cached states and trains
+    sequence_loss(model(batch, batch["tgt"]), batch["tgt"], vocab.pad).backward()
+    assert any(p.grad is not None for p in bert.encoder.layer[5].parameters())
+    model.eval()
+    assert torch.allclose(encoder(batch)[0][real], frozen_memory[real], atol=1e-4)
 
 
 def test_missing_bert_is_one_line():

@@ -44,13 +44,16 @@ class BucketSampler(Sampler):
         return full * math.ceil(self.chunk / self.batch_size) + math.ceil((n - full * self.chunk) / self.batch_size)
 
 
-def bucket_loader(items: list[dict], batch_size: int, pad_id: int) -> DataLoader:
+def bucket_loader(items: list[dict], batch_size: int, pad_id: int, by: str = "program") -> DataLoader:
     """Batches of similar program length (problem length breaks ties), sorted within chunks of
-    50 batches. Sorting by problem length too (programs in bins of two tokens, then problems,
-    in chunks of 100) computes fewer padded encoder positions (1.40 per real token against
-    1.81: 15% shorter epochs) but cost the quick 4 points of test execution accuracy (0.352
-    against 0.390), so programs alone."""
-    sampler = BucketSampler([len(it["tgt"]) + len(it["src"]) / 1000 for it in items], batch_size)
+    50 batches; `by="problem"` the other way round. For the GloVe models programs: sorting by
+    problem length too (programs in bins of two tokens, then problems, in chunks of 100)
+    computes fewer padded encoder positions (1.40 per real token against 1.81: 15% shorter
+    epochs) but cost the quick 4 points of test execution accuracy (0.352 against 0.390).
+    Where a fine-tuned BERT layer dominates a step, problems: 1.9 padded word pieces per real
+    one by program length, about 1.1 by problem length."""
+    short, long = ("src", "tgt") if by == "problem" else ("tgt", "src")
+    sampler = BucketSampler([len(it[short]) + len(it[long]) / 1000 for it in items], batch_size)
     return DataLoader(items, batch_sampler=sampler, collate_fn=partial(collate, pad_id=pad_id))
 
 
@@ -65,14 +68,17 @@ class MathTrainer(Trainer):
         val_beam: beam size of the per-epoch validation decoding (1 = greedy).
         max_len: longest program decoded, in tokens.
         bert_lr_scale: a fine-tuned BERT encoder learns at this fraction of the learning rate.
+        frozen_epochs: a fine-tuned BERT's top layers stay frozen (`BertEncoder.top_frozen`,
+            their cached pretrained output read instead) during the first this many epochs.
     """
 
     def __init__(self, model: Seq2Seq, vocab: ProgramVocab, val_records: list, val_items: list[dict], *,
-                 teacher_forcing: float, val_beam: int = 1, max_len: int = 100, bert_lr_scale: float = 0.1):
+                 teacher_forcing: float, val_beam: int = 1, max_len: int = 100, bert_lr_scale: float = 0.1,
+                 frozen_epochs: int = 0):
         self.model, self.vocab = model, vocab
         self.val_records, self.val_items = val_records, val_items
         self.teacher_forcing, self.val_beam, self.max_len = teacher_forcing, val_beam, max_len
-        self.bert_lr_scale = bert_lr_scale
+        self.bert_lr_scale, self.frozen_epochs = bert_lr_scale, frozen_epochs
 
     def modules(self):
         return {"model": self.model}
@@ -87,6 +93,8 @@ class MathTrainer(Trainer):
         return {"main": [{"params": bert, "lr_scale": self.bert_lr_scale}, {"params": rest}]}
 
     def train_step(self, batch: dict, ctx: StepContext) -> dict[str, float]:
+        if self.frozen_epochs:
+            ctx.accelerator.unwrap_model(self.model).encoder.top_frozen = ctx.epoch <= self.frozen_epochs
         batch = ctx.to_device(batch)
         tgt = batch["tgt"]  # (B, T)
         logits = self.model(batch, tgt, self.teacher_forcing)  # (B, T, V)
@@ -136,16 +144,18 @@ def load_bert(spec: str):
 
 @torch.no_grad()
 def cache_bert_features(encoder: BertEncoder, items: dict[str, list[dict]], pad_id: int, device: str = "auto",
-                        batch_size: int = 64) -> None:
+                        batch_size: int = 64, outputs: bool = False) -> None:
     """Run the frozen part of the BERT once over every problem; each item keeps its (S, D) output
-    (`encoder.cache_states`) as `feats`."""
+    (`encoder.cache_states`) as `feats`, and with `outputs` the pretrained top layers' as `feats_out`."""
     use = "cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
     bert = encoder.encoder_model.to(use)
     for split, split_items in items.items():
         for idx in tqdm(length_batches(split_items, batch_size), desc=f"BERT states ({split})", unit="batch",
                         leave=False, disable=None):
             batch = collate([split_items[i] for i in idx], pad_id)
-            out = encoder.cache_states({k: v.to(use) for k, v in batch.items()}).cpu()  # (B, S, D)
-            for row, i in enumerate(idx):
-                split_items[i]["feats"] = out[row, :len(split_items[i]["src"])].clone()
+            out = encoder.cache_states({k: v.to(use) for k, v in batch.items()}, outputs)  # {key: (B, S, D)}
+            for key, states in out.items():
+                states = states.cpu()
+                for row, i in enumerate(idx):
+                    split_items[i][key] = states[row, :len(split_items[i]["src"])].clone()
     bert.to("cpu")

@@ -9,9 +9,12 @@ from syllabus.train.core import (
     fit,
     fit_summary,
     make_accelerator,
+    native_bf16,
+    resolve_precision,
     seed_everything,
 )
 from syllabus.train.state import load_best
 
 __all__ = ["FitResult", "StepContext", "TrainConfig", "Trainer", "epoch_seed", "fit", "fit_summary",
-           "load_best", "make_accelerator", "seed_everything"]
+           "load_best", "make_accelerator", "native_bf16",
+           "resolve_precision", "seed_everything"]

@@ -34,7 +34,7 @@ class TrainConfig:
     early_stop: int = ranged(0, 0)  # patience in epochs without improvement; 0 = off
     grad_clip: float = ranged(0.0, 0)  # max global grad norm per optimizer; 0 = off
     ema: float = ranged(0.0, 0, 1, hi_open=True)  # decay of a weight EMA used for evaluation; 0 = off
-    precision: str = choice("no", ["no", "fp16", "bf16"])
+    precision: str = choice("no", ["no", "fp16", "bf16", "auto"])  # auto: bf16 where the hardware has it
     max_steps: int = ranged(0, 0)  # cap on steps per epoch (smoke profiles); 0 = no cap
     log_every: int = ranged(20, 0)  # steps between per-step records; 0 = none
     explode: float = ranged(1e4, 0)  # stop when a loss exceeds this many times its first value; 0 = off

@@ -172,13 +172,29 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
 
+def native_bf16(device: str = "auto") -> bool:
+    """Whether the device a run gets ("auto", "cpu" or "cuda") computes bfloat16 natively: a CUDA
+    GPU that supports it, or a CPU with AMX or AVX512-BF16 (elsewhere bf16 is emulated, slower)."""
+    if device != "cpu" and torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return any(probe() for probe in probes if probe is not None)
+
+
+def resolve_precision(precision: str, device: str = "auto") -> str:
+    """`train.precision` with "auto" resolved: "bf16" where `native_bf16`, else "no"."""
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(device) else "no"
+
+
 def make_accelerator(device: str, precision: str = "no"):
     """An Accelerator on the requested device ("auto", "cpu" or "cuda")."""
     from accelerate import Accelerator
 
     if device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda asked for, but no CUDA device is available; use --device cpu or auto")
-    return Accelerator(cpu=device == "cpu", mixed_precision=precision)
+    return Accelerator(cpu=device == "cpu", mixed_precision=resolve_precision(precision, device))
 
 
 def fit(trainer: Trainer, train_data: Iterable, cfg: TrainConfig, run: Run, *, seed: int = 0) -> FitResult:
