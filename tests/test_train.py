@@ -234,3 +234,14 @@ def test_validation_scores_every_image_after_an_uneven_last_batch(tmp_path):
     out = predict(model, val)
     assert len(out["true"]) == 270
     assert _epoch_rows(run)[0]["val/accuracy"] == pytest.approx((out["true"] == out["pred"]).mean())
+
+
+@pytest.mark.parametrize("amx, avx512_bf16, expected", [(False, False, "no"), (True, False, "bf16"),
+                                                        (False, True, "bf16")])
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch, amx, avx512_bf16, expected):
+    from syllabus.train import resolve_precision
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    assert resolve_precision("auto", "cpu") == expected
+    assert resolve_precision("no", "cpu") == "no" and resolve_precision("bf16", "cpu") == "bf16"
