@@ -245,3 +245,13 @@ def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch, amx,
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
     assert resolve_precision("auto", "cpu") == expected
     assert resolve_precision("no", "cpu") == "no" and resolve_precision("bf16", "cpu") == "bf16"
+
+
+def test_runs_in_one_process_each_take_their_own_precision():
+    """Accelerate keeps one state per process: a bf16 run after an fp32 one (run-all does this)
+    must neither fail nor inherit the first run's precision."""
+    from syllabus.train import make_accelerator
+
+    assert make_accelerator("cpu", "no").mixed_precision == "no"
+    assert make_accelerator("cpu", "bf16").mixed_precision == "bf16"
+    assert make_accelerator("cpu", "no").mixed_precision == "no"

@@ -189,11 +189,16 @@ def resolve_precision(precision: str, device: str = "auto") -> str:
 
 
 def make_accelerator(device: str, precision: str = "no"):
-    """An Accelerator on the requested device ("auto", "cpu" or "cuda")."""
+    """An Accelerator on the requested device ("auto", "cpu" or "cuda"). Accelerate keeps one
+    state per process; it is reset first, so runs in one process (run-all, tests) may each take
+    their own precision. The process group (PartialState) is kept."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
 
     if device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda asked for, but no CUDA device is available; use --device cpu or auto")
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
     return Accelerator(cpu=device == "cpu", mixed_precision=resolve_precision(precision, device))
 
 
