@@ -24,10 +24,7 @@ def test_smoke_run_trains_scores_reports_resumes_and_predicts_its_own_numbers(ex
     assert "Accuracy by program length" in html and "Published numbers" in html and "Beam size study" in html
     assert set(s["beam_study"]) == {"1", "3"} and s["beam_study"]["3"]["test"] == s["scores"]["test"]  # the headline
     # predict + score on the run's own test file reproduce its test numbers exactly
-    test_in = tmp_path / "test_in.json"
-    test_in.write_text(json.dumps([{k: v for k, v in r.items() if k != "predicted"}
-                                   for r in json.loads((run_dir / "predictions_test.json").read_text())]))
-    out = tmp_path / "pred.json"
+    test_in, out = _own_test_file(run_dir, tmp_path), tmp_path / "pred.json"
     assert main(["predict", str(run_dir), "--input", str(test_in), "--out", str(out)]) == 0
     capsys.readouterr()
     assert main(["score", str(out), "--json"]) == 0
@@ -42,15 +39,23 @@ def test_smoke_run_trains_scores_reports_resumes_and_predicts_its_own_numbers(ex
     assert all(greedy[m] == s["beam_study"]["1"]["test"][m] for m in (*METRICS, "invalid"))
 
 
+def _own_test_file(run_dir, tmp_path):
+    """The run's test problems as an input file for `syllabus predict` (its predictions removed)."""
+    test_in = tmp_path / "test_in.json"
+    test_in.write_text(json.dumps([{k: v for k, v in r.items() if k != "predicted"}
+                                   for r in json.loads((run_dir / "predictions_test.json").read_text())]))
+    return test_in
+
+
 @pytest.mark.slow
 def test_gradual_unfreezing_resumes_exactly_and_trains_only_the_top_layer_after_its_frozen_epochs(
-        exact_resume, tmp_path):
+        exact_resume, tmp_path, capsys):
     import torch
 
     from syllabus.programs.training import load_bert
 
     sets = ["model.bert_train_layers=1", "model.bert_frozen_epochs=1", "train.epochs=2", "data.n_train=64",
-            "data.n_test=16"]
+            "data.n_test=80"]  # two batches of cached BERT states
     run_dir, _ = exact_resume("math-programs", ["model.arch=bert-finetune", *sets])
     args = ["run", "math-programs", "--profile", "smoke", "--out", str(tmp_path / "frozen")]
     assert main([*args, *[a for s in ["model.arch=bert-frozen", *sets] for a in ("--set", s)]]) == 0
@@ -63,6 +68,11 @@ def test_gradual_unfreezing_resumes_exactly_and_trains_only_the_top_layer_after_
     changed = {k.split(".")[4] for k, v in last.items() if k.startswith("encoder.bert.encoder.layer.")
                and not torch.equal(v, pretrained[k.removeprefix("encoder.bert.")])}
     assert changed == {"5"}  # the top layer alone, trained in epoch 2
+    # predict caches the BERT's frozen layers as the run did, so it writes the run's own predictions
+    out = tmp_path / "pred.json"
+    assert main(["predict", str(run_dir), "--input", str(_own_test_file(run_dir, tmp_path)), "--out", str(out)]) == 0
+    ours = [r["predicted"] for r in json.loads((run_dir / "predictions_test.json").read_text())]
+    assert [r["predicted"] for r in json.loads(out.read_text())] == ours
 
 
 def test_profiles_train_the_glove_attention_model_and_sweeps_name_the_four():
