@@ -18,6 +18,7 @@ from syllabus.explain.segment_baselines import BASELINES
 from syllabus.explain.slots import cluster_slots, collect_slots, compose_slot_sets, decode_images, feature_space
 from syllabus.metrics.ari import masks_to_ids, segment_scores
 from syllabus.metrics.frechet import fid_from_features
+from syllabus.nn.slot_attention import SlotAttentionAutoEncoder
 from syllabus.runs import Run, is_main_process, save_npz
 
 PICTURES = "pictures.npz"
@@ -41,11 +42,8 @@ def posterior_ids(x: torch.Tensor, out: dict) -> torch.Tensor:
     image's own reconstruction MSE (the maximum-likelihood variance). The segment is the argmax
     over slots of log m_k - |x - c_k|^2 / (2 s^2): the masks sharpened by the observed colours.
     """
-    b, k = out["contents"].shape[:2]  # x (B, 3, H, W) in [-1, 1]
-    contents = F.interpolate(out["contents"].flatten(0, 1), size=x.shape[-2:], mode="bilinear", align_corners=False)
-    dist = (x[:, None] - contents.reshape(b, k, *x.shape[1:])).square().sum(2)  # (B, K, H, W)
     var = (out["recon"] - x).square().mean((1, 2, 3)).clamp_min(1e-6)[:, None, None, None]  # (B, 1, 1, 1)
-    return (out["masks"].squeeze(2).clamp_min(1e-8).log() - dist / (2 * var)).argmax(1)
+    return SlotAttentionAutoEncoder.slot_log_likelihoods(x, out, var).argmax(1)  # x (B, 3, H, W) in [-1, 1]
 
 
 @torch.no_grad()

@@ -337,6 +337,19 @@ class SlotAttentionAutoEncoder(nn.Module):
             masks = masks.reshape(*contents.shape[:2], 1, *size)
         return {"recon": recon, "masks": masks, "contents": contents}
 
+    @staticmethod
+    def slot_log_likelihoods(x: torch.Tensor, out: dict, var: torch.Tensor | float) -> torch.Tensor:
+        """log m_k + log N(x; c_k, var I) per slot and pixel, up to a constant: (B, K, H, W).
+
+        The decoder read as a spatial mixture (slot k draws a pixel with probability m_k, its
+        mask, then its colour around c_k, its contents upsampled to the image); x (B, 3, H, W).
+        """
+        b, k = out["contents"].shape[:2]
+        contents = F.interpolate(out["contents"].flatten(0, 1), size=x.shape[-2:], mode="bilinear",
+                                 align_corners=False).reshape(b, k, *x.shape[1:])  # (B, K, 3, H, W)
+        dist = (x[:, None] - contents).square().sum(2)  # (B, K, H, W)
+        return out["masks"].squeeze(2).clamp_min(1e-8).log() - dist / (2 * var)
+
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Images (B, 3, H, W) -> decode's dict plus slots (B, K, D) and attention (T, B, K, N)."""
         slots, attns = self.encoder.forward_all(images)
