@@ -1,0 +1,90 @@
+"""A training step in bfloat16 autocast against the same step in fp32, for the quick models.
+
+    python benchmarks/bench_precision.py [--repeats 10 --threads 1 --stat min]
+
+`train.precision=auto` turns on bfloat16 autocast (through Accelerate) where the CPU computes
+it natively (AMX or AVX512-BF16; `syllabus.train.native_bf16`). This times one optimiser step
+(forward, loss, backward, Adam) of each quick model on one quick batch, with and without
+`torch.autocast("cpu", torch.bfloat16)`, the calls alternating (`time_pair` of bench_norms.py).
+The experiments' quicks are built from their own configs: slot-attention's autoencoder on a
+batch of 16 scenes at 64 px, slot-diffusion's slot encoder + UNet on 16 latents of 16 x 16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+
+import torch
+import torch.nn.functional as F
+from bench_norms import STATS, time_pair
+
+from syllabus.experiments import get_experiment
+from syllabus.train import native_bf16
+
+
+def step_fn(model: torch.nn.Module, loss_of, bf16: bool):
+    """One Adam step of `model` on `loss_of(model)`, under bfloat16 autocast if `bf16`."""
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def run() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", torch.bfloat16) if bf16 else contextlib.nullcontext():
+            loss = loss_of(model)
+        loss.backward()
+        opt.step()
+    return run
+
+
+def slot_attention_case():
+    exp = get_experiment("slot-attention")
+    cfg = exp.config("quick")
+    size = cfg.data.image_size
+    x = torch.rand(cfg.train.batch_size, 3, size, size) * 2 - 1  # (B, 3, H, W) in [-1, 1]
+    return exp.build_model, cfg, lambda m: F.mse_loss(m(x)["recon"], x)
+
+
+def slot_diffusion_case():
+    exp = get_experiment("slot-diffusion")
+    cfg = exp.config("quick")
+    b, size = cfg.train.batch_size, cfg.data.image_size
+    images = torch.rand(b, 3, size, size)  # (B, 3, H, W) in [0, 1]
+    hw = size // 4
+    z0, noise = torch.randn(b, 3, hw, hw), torch.randn(b, 3, hw, hw)  # (B, 3, h, w) latents
+    t = torch.randint(0, cfg.model.timesteps, (b,))
+
+    def loss(m):
+        slots, _ = m.slots(images)
+        return F.mse_loss(m.unet(0.6 * z0 + 0.8 * noise, t, slots), noise)
+    return exp.build_model, cfg, loss
+
+
+CASES = {"slot-attention quick (batch 16, 64 px)": slot_attention_case,
+         "slot-diffusion quick (batch 16, 16 x 16 latents)": slot_diffusion_case}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--stat", choices=tuple(STATS), default="min")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"native bfloat16 on this CPU: {native_bf16('cpu')}, {args.threads} thread(s), torch {torch.__version__}, "
+          f"{args.stat} of {args.repeats}, load average before: {os.getloadavg()[0]:.2f}\n")
+    print("| training step | bfloat16 ms | fp32 ms | ratio (bf16/fp32) |")
+    print("|---|---:|---:|---:|")
+    for name, case in CASES.items():
+        build, cfg, loss_of = case()
+        torch.manual_seed(0)
+        bf16_model, fp32_model = build(cfg), build(cfg)
+        fp32_model.load_state_dict(bf16_model.state_dict())
+        t_bf16, t_fp32 = time_pair(step_fn(bf16_model, loss_of, True), step_fn(fp32_model, loss_of, False),
+                                   args.repeats, args.warmup, STATS[args.stat])
+        print(f"| {name} | {t_bf16:.1f} | {t_fp32:.1f} | {t_bf16 / t_fp32:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
