@@ -6,8 +6,9 @@
 it natively (AMX or AVX512-BF16; `syllabus.train.native_bf16`). This times one optimiser step
 (forward, loss, backward, Adam) of each quick model on one quick batch, with and without
 `torch.autocast("cpu", torch.bfloat16)`, the calls alternating (`time_pair` of bench_norms.py).
-The experiments' quicks are built from their own configs: slot-attention's autoencoder on a
-batch of 16 scenes at 64 px, slot-diffusion's slot encoder + UNet on 16 latents of 16 x 16.
+The experiments' quicks are built from their own configs: math-programs' GloVe + attention
+LSTM on 64 real COL775 problems, slot-attention's autoencoder on a batch of 16 scenes at 64 px,
+slot-diffusion's slot encoder + UNet on 16 latents of 16 x 16.
 """
 
 from __future__ import annotations
@@ -60,7 +61,30 @@ def slot_diffusion_case():
     return exp.build_model, cfg, loss
 
 
-CASES = {"slot-attention quick (batch 16, 64 px)": slot_attention_case,
+def math_programs_case():
+    from syllabus.data import mathqa
+    from syllabus.programs.decode import featurize
+    from syllabus.programs.training import collate, sequence_loss
+    from syllabus.programs.vocab import ProgramVocab
+
+    exp = get_experiment("math-programs")
+    cfg = exp.config("quick")  # glove-attn
+    recs = mathqa.splits(cfg.data)[0]["train"][:cfg.train.batch_size]
+    vocab = ProgramVocab()
+
+    def build(cfg):
+        model = exp.build_model(cfg, {"n_words": 10_000, "word_dim": 50})
+        model.items = featurize(model, vocab, [r.problem for r in recs], [r.program for r in recs])
+        return model
+
+    def loss(m):
+        batch = collate(m.items, vocab.pad)
+        return sequence_loss(m(batch, batch["tgt"], 1.0), batch["tgt"], vocab.pad)  # full teacher forcing
+    return build, cfg, loss
+
+
+CASES = {"math-programs quick (glove-attn, 64 COL775 problems)": math_programs_case,
+         "slot-attention quick (batch 16, 64 px)": slot_attention_case,
          "slot-diffusion quick (batch 16, 16 x 16 latents)": slot_diffusion_case}
 
 
