@@ -29,6 +29,25 @@ def test_make_scheduler_follows_the_model_settings():
     assert sched.betas[1].item() < 0.0015 + (0.0195 - 0.0015) / 999  # square roots spaced evenly: convex
 
 
+@pytest.mark.parametrize("skip", [False, True])
+def test_noise_skip_starts_the_zero_initialised_unet_at_the_linear_guess(skip):
+    from syllabus.experiments.slot_diffusion import build_model
+
+    cfg = smoke()
+    cfg.model.noise_skip = skip
+    model = build_model(cfg)
+    z_t, slots = torch.randn(3, 3, 8, 8), torch.randn(3, cfg.model.num_slots, cfg.model.slot_dim)
+    t = torch.tensor([999, 500, 0])
+    abar = make_scheduler(cfg).alphas_cumprod[t].double()
+    expected = (1 - abar).sqrt().view(-1, 1, 1, 1).float() * z_t if skip else torch.zeros_like(z_t)
+    torch.testing.assert_close(model.predict_noise(z_t, t, slots), expected)
+    if skip:  # for unit-variance latents that guess is E[noise | z_t]: near t = T it is almost exact
+        z0, noise = torch.randn(4096, 3), torch.randn(4096, 3)
+        z_T = make_scheduler(cfg).add_noise(z0, noise, torch.full((4096,), 999))
+        guess_error = (model.noise_skip[999] * z_T - noise).square().mean()
+        assert guess_error < 1e-3 < (z_T * 0 - noise).square().mean()
+
+
 def test_checks_fail_before_training(tmp_path):
     cfg = smoke()
     cfg.model.vae = str(tmp_path / "missing.pt")
