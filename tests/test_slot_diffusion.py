@@ -84,3 +84,63 @@ def test_smoke_run_trains_both_stages_scores_and_resumes_exactly(exact_resume):
     html = (run_dir / "report.html").read_text()
     for heading in ("Object discovery from the slot-input attention", "Compositional generation", "Noise schedules"):
         assert heading in html
+
+
+def _slot_attention_run(root, *sets: str):
+    """A finished slot-attention smoke run under root (its run directory)."""
+    from syllabus.cli import main
+
+    args = ["run", "slot-attention", "--profile", "smoke", "--device", "cpu", "--out", str(root)]
+    for s in sets:
+        args += ["--set", s]
+    assert main(args) == 0
+    return next((root / "slot-attention").iterdir())
+
+
+def test_slot_encoder_must_be_a_finished_slot_attention_run_of_the_same_size(tmp_path):
+    from syllabus.config import to_dict
+    from syllabus.experiments import slot_attention
+    from syllabus.runs import write_json
+
+    cfg = smoke()
+    cfg.model.slot_encoder = str(tmp_path)
+    with pytest.raises(UsageError, match="is not a run directory .a slot-attention run; 'none'"):
+        check(cfg)
+    saved = lambda name, c: {"experiment": name, "profile": "smoke", "config": to_dict(c)}  # noqa: E731
+    write_json(tmp_path / "config.json", saved("slot-diffusion", smoke()))
+    with pytest.raises(UsageError, match="is a 'slot-diffusion' run, not a slot-attention run"):
+        check(cfg)
+    write_json(tmp_path / "config.json", saved("slot-attention", slot_attention.smoke()))
+    with pytest.raises(UsageError, match="has no checkpoints/best.pt"):
+        check(cfg)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "best.pt").write_bytes(b"")
+    check(cfg)  # 32 px and 4 slots on both sides
+    cfg.model.num_slots = 5
+    with pytest.raises(UsageError, match=r"num_slots = \(32, 4\); this run \(32, 5\).*model.slot_encoder=none"):
+        check(cfg)
+
+
+@pytest.mark.slow
+def test_the_encoder_starts_from_the_slot_attention_run_and_reports_beside_it(tmp_path):
+    from syllabus.cli import main
+    from syllabus.experiments import load_trained
+    from syllabus.experiments.slot_diffusion import build_model
+
+    upstream = _slot_attention_run(tmp_path / "up", "model.frames=attention")  # slots end with their frames
+    cfg = smoke()
+    cfg.model.slot_encoder = str(upstream)
+    model, trained = build_model(cfg), load_trained(upstream)[0].encoder
+    assert model.encoder.slot_width == cfg.model.slot_dim + 4  # the upstream's architecture, not this config's
+    for name, value in trained.state_dict().items():
+        torch.testing.assert_close(model.encoder.state_dict()[name], value, rtol=0, atol=0)
+    # left empty, the runner trains the upstream's smoke first and hands it over
+    args = ["run", "slot-diffusion", "--profile", "smoke", "--device", "cpu", "--out", str(tmp_path / "chain")]
+    assert main([*args, "--set", "model.slot_encoder="]) == 0
+    up_dir = next((tmp_path / "chain" / "slot-attention").iterdir())
+    run_dir = next((tmp_path / "chain" / "slot-diffusion").iterdir())
+    s = json.loads((run_dir / "summary.json").read_text())
+    assert s["slot_attention"]["run"] == str(up_dir)
+    up = json.loads((up_dir / "summary.json").read_text())
+    assert s["slot_attention"]["test/fg_ari"] == up["test/fg_ari"]
+    assert "broadcast decoder (masks)" in (run_dir / "report.html").read_text()

@@ -4,17 +4,20 @@ Two stages through the one loop core. (1) A latent VAE (`syllabus.nn.latent_vae`
 `model.vae` when given (the assignment's checkpoint), else trained here on the same scenes
 (a sub-run in `vae/`), then frozen; the training images are encoded once. (2) The slot encoder
 and a slot-conditioned UNet, trained jointly on the DDPM denoising loss in the VAE's latent
-space: z = vae.encode(x) * s (s = 1 / std of the latents), x_t = sqrt(abar_t) z + sqrt(1 - abar_t)
-eps, loss |eps - eps_theta(x_t, t, slots)|^2. The best checkpoint (by `val/loss`, EMA weights
-when `train.ema` > 0) is then scored: ARI / FG-ARI of the last slot-attention iteration's
-attention, reconstructions sampled from a real image's slots (ancestral DDPM and DDIM),
-compositional generation from a k-means slot library with its Fréchet distance, and the
-denoising strip. `--set model.beta_schedule=scaled_linear` switches the noise schedule.
+space (the encoder starts from a slot-attention run's, `model.slot_encoder`, declared reuse;
+`none`: from scratch): z = vae.encode(x) * s (s = 1 / std of the latents),
+x_t = sqrt(abar_t) z + sqrt(1 - abar_t) eps, loss |eps - eps_theta(x_t, t, slots)|^2. The best
+checkpoint (by `val/loss`, EMA weights when `train.ema` > 0) is then scored: ARI / FG-ARI of
+the last slot-attention iteration's attention, reconstructions sampled from a real image's
+slots (ancestral DDPM and DDIM), compositional generation from a k-means slot library with its
+Fréchet distance, and the denoising strip. `--set model.beta_schedule=scaled_linear` switches
+the noise schedule.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from syllabus.config import choice, nested, ranged
 from syllabus.data.scenes import SceneDataConfig, check_scene_data, scene_splits
 from syllabus.errors import UsageError
-from syllabus.experiments import Experiment, register
+from syllabus.experiments import Experiment, load_trained, read_run_config, register
 from syllabus.experiments.slot_diffusion_eval import attention_segments, evaluate_model, make_scheduler
 from syllabus.experiments.slot_diffusion_report import report_sections, sweep_sections
 from syllabus.metrics.ari import segment_scores
@@ -32,7 +35,7 @@ from syllabus.nn.diffusion import BETA_SCHEDULES, SCHEDULERS, Scheduler, sample_
 from syllabus.nn.latent_vae import VAE, load_vae_checkpoint, vae_loss
 from syllabus.nn.slot_attention import INITS, SlotEncoder
 from syllabus.nn.unet import UNet
-from syllabus.runs import Run
+from syllabus.runs import Run, read_json
 from syllabus.train import StepContext, TrainConfig, Trainer, fit, fit_summary, load_best, seed_everything
 
 
@@ -44,6 +47,7 @@ class ModelConfig:
     encoder_channels: int = ranged(64, 1)
     encoder_strides: tuple[int, ...] = (2, 2, 1, 1)  # (1, 1, 1, 1) is the paper's N = H W
     slot_init: str = choice("gaussian", INITS)  # where the slots start (see syllabus.nn.slot_attention)
+    slot_encoder: str = ""  # a slot-attention run whose trained encoder ours starts from; "none": from scratch
     unet_channels: tuple[int, ...] = (64, 128)
     unet_blocks: int = ranged(1, 1)
     heads: int = ranged(4, 1)
@@ -95,7 +99,7 @@ class Config:
 
 def smoke() -> Config:
     small = ModelConfig(num_slots=4, slot_dim=16, encoder_channels=8, encoder_strides=(2, 2), unet_channels=(8, 16),
-                        heads=2, vae_channels=(8, 8, 8), vae_crop=16)
+                        heads=2, vae_channels=(8, 8, 8), vae_crop=16, slot_encoder="none")
     return Config(data=SceneDataConfig(image_size=32, n_train=24, n_val=8, n_test=8, max_objects=3), model=small,
                   train=_diffusion_train(epochs=2, batch_size=8, log_every=1),
                   vae_train=_vae_train(epochs=2, batch_size=8, log_every=1),
@@ -105,9 +109,14 @@ def smoke() -> Config:
 
 def demo() -> Config:
     """64 px scenes, 16 x 16 latents, a small UNet, 80 VAE steps and 150 denoising steps: about a
-    minute, the share of `run all` (it shows the pipeline, it does not train a model)."""
-    model = ModelConfig(encoder_channels=32, unet_channels=(32, 64), vae_channels=(16, 32, 32), vae_crop=32,
-                        noise_skip=True)
+    minute, the share of `run all` (it shows the pipeline, it does not train a model).
+
+    The slot encoder starts from a slot-attention run's (`model.slot_encoder`: the runner hands
+    over the one `run all` made, or trains that experiment's quick first); the encoder settings
+    here mirror that run's, and apply when `model.slot_encoder=none` trains one from scratch.
+    """
+    model = ModelConfig(slot_dim=32, encoder_channels=32, encoder_strides=(2, 2, 1), slot_init="kmeans",
+                        unet_channels=(32, 64), vae_channels=(16, 32, 32), vae_crop=32, noise_skip=True)
     return Config(data=SceneDataConfig(image_size=64, n_train=2000, n_val=64, n_test=200), model=model,
                   train=_diffusion_train(epochs=3, batch_size=16, lr=5e-4, steps_per_epoch=50, log_every=10),
                   vae_train=_vae_train(epochs=2, batch_size=16, lr=2e-3, steps_per_epoch=40, log_every=10),
@@ -127,7 +136,7 @@ def quick() -> Config:
 def full() -> Config:
     """CLEVRTex 128 px with the assignment's VAE checkpoint (`--set model.vae=PATH`), 11 slots."""
     model = ModelConfig(num_slots=11, encoder_strides=(1, 1, 1, 1), unet_channels=(128, 256, 256), unet_blocks=2,
-                        heads=8)
+                        heads=8, slot_encoder="none")  # the assignment: encoder and UNet trained jointly
     return Config(data=SceneDataConfig(name="clevrtex", image_size=128, num_workers=8), model=model,
                   train=_diffusion_train(epochs=100, batch_size=32, lr=1e-4, warmup_steps=2500, ema=0.999,
                                          log_every=100),
@@ -136,6 +145,8 @@ def full() -> Config:
 
 
 # --------------------------------------------------------------------------- the model
+
+UPSTREAM = "slot-attention"  # whose trained slot encoder `model.slot_encoder` starts from
 
 
 class SlotDiffusion(nn.Module):
@@ -195,17 +206,61 @@ def build_vae(cfg: Config) -> VAE:
     return VAE(latent_channels=3, channels=cfg.model.vae_channels)
 
 
+def upstream_run(cfg: Config) -> Path | None:
+    """The slot-attention run whose encoder ours starts from, or None (trained from scratch)."""
+    return None if cfg.model.slot_encoder in ("", "none") else Path(cfg.model.slot_encoder).expanduser()
+
+
+def build_encoder(cfg: Config) -> SlotEncoder:
+    """The upstream run's trained encoder (its own architecture and weights), else a new one."""
+    path, m = upstream_run(cfg), cfg.model
+    if path is not None:
+        return load_trained(path)[0].encoder.train()
+    return SlotEncoder(m.num_slots, m.slot_dim, m.slot_iters, m.encoder_channels,
+                       (cfg.data.image_size, cfg.data.image_size), tuple(m.encoder_strides), init=m.slot_init)
+
+
 def build_model(cfg: Config, summary: dict | None = None) -> SlotDiffusion:
     m = cfg.model
-    encoder = SlotEncoder(m.num_slots, m.slot_dim, m.slot_iters, m.encoder_channels,
-                          (cfg.data.image_size, cfg.data.image_size), tuple(m.encoder_strides), init=m.slot_init)
-    unet = UNet(3, m.unet_channels, m.slot_dim, m.unet_blocks, m.heads)
+    encoder = build_encoder(cfg)
+    unet = UNet(3, m.unet_channels, encoder.slot_width, m.unet_blocks, m.heads)
     skip = (1 - make_scheduler(cfg).alphas_cumprod).sqrt().float() if m.noise_skip else None  # (T,)
     return SlotDiffusion(encoder, unet, build_vae(cfg), cfg.data.image_size, skip)
 
 
+def check_upstream(cfg: Config) -> None:
+    """`model.slot_encoder`: a finished slot-attention run on images of this size with as many slots."""
+    path = upstream_run(cfg)
+    if path is None:
+        return
+    if not (path / "config.json").is_file():
+        raise UsageError(f"model.slot_encoder: {path} is not a run directory (a {UPSTREAM} run; 'none' trains "
+                         "the encoder from scratch)")
+    exp, _, up = read_run_config(path)
+    if exp.name != UPSTREAM:
+        raise UsageError(f"model.slot_encoder: {path} is a {exp.name!r} run, not a {UPSTREAM} run")
+    if not (path / "checkpoints" / "best.pt").is_file():
+        raise UsageError(f"model.slot_encoder: {path} has no checkpoints/best.pt (did the run finish?)")
+    ours, theirs = (cfg.data.image_size, cfg.model.num_slots), (up.data.image_size, up.model.num_slots)
+    if ours != theirs:
+        raise UsageError(f"model.slot_encoder: {path} has data.image_size, model.num_slots = {theirs}; this run "
+                         f"{ours}: set them to match, or model.slot_encoder=none")
+
+
+def upstream_scores(cfg: Config) -> dict:
+    """The upstream slot-attention run's own numbers (its decoder's masks), for the report."""
+    path = upstream_run(cfg)
+    if path is None:
+        return {}
+    s = read_json(path / "summary.json")
+    keys = ("test/ari", "test/fg_ari", "test/miou", "test/posterior/fg_ari", "fd_generated", "fd_reconstruction",
+            "feature_space", "n_generate")
+    return {"slot_attention": {"run": str(path), **{k: s[k] for k in keys if k in s}}}
+
+
 def check(cfg: Config) -> None:
     check_scene_data(cfg.data)
+    check_upstream(cfg)
     m, side = cfg.model, cfg.data.image_size
     if m.vae:
         load_vae_checkpoint(build_vae(cfg), m.vae)
@@ -360,7 +415,7 @@ def run(cfg: Config, run: Run) -> dict:
     summary = evaluate_model(cfg, model, data, run)
     summary.update(fit_summary(result, run, trainer), **vae_info, data_info=info,
                    latent_scale=float(model.latent_scale), latent_shape=list(latents["train"].shape[1:]),
-                   beta_schedule=cfg.model.beta_schedule, num_slots=cfg.model.num_slots,
+                   beta_schedule=cfg.model.beta_schedule, num_slots=cfg.model.num_slots, **upstream_scores(cfg),
                    trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad))
     run.save_summary(summary)
     return summary
@@ -378,6 +433,7 @@ register(Experiment(
     headline=["test/fg_ari", "test/ari", "recon/mse_ddpm", "generate/frechet", "val/loss", "time_per_epoch"],
     key_figure="samples",
     default_sweep={},
+    reuses={"model.slot_encoder": UPSTREAM},  # the runner hands over a slot-attention run (trains one if none)
     monitors=("val/loss", "val/fg_ari", "val/ari"),
     budget_s=75,  # demo, measured with one thread beside another job: 68 s (144 s in a loaded `run all`)
 ))

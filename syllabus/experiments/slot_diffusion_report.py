@@ -55,6 +55,23 @@ def schedule_figure(cfg_model: dict) -> Figure:
     return fig
 
 
+def upstream_section(rep: Report, summary: dict) -> None:
+    """Beside the slot-attention run whose encoder this one started from: its decoder's numbers."""
+    up = summary["slot_attention"]
+    rep.text(f"The slot encoder started from the slot-attention run {up['run']} and was trained on with the "
+             "UNet. That run's own numbers, from its spatial broadcast decoder's masks (its test split; Fréchet "
+             f"distances against {up.get('n_generate', '?')} val images in {up.get('feature_space', '?')}, so "
+             "comparable in kind, not to the digit, with this run's):")
+    rows = [{"decoder": "slot attention's broadcast decoder (masks)", "fg_ari": up.get("test/fg_ari"),
+             "ari": up.get("test/ari"), "miou": up.get("test/miou"), "frechet composed": up.get("fd_generated"),
+             "frechet real slots": up.get("fd_reconstruction")},
+            {"decoder": "this diffusion decoder (attention)", "fg_ari": summary["test/fg_ari"],
+             "ari": summary["test/ari"], "miou": summary["test/miou"],
+             "frechet composed": summary.get("generate/frechet"),
+             "frechet real slots": summary.get("generate/frechet_real_slots")}]
+    rep.table(rows)
+
+
 def report_sections(rep: Report, run: Run) -> None:
     summary, cfg = run.read_summary(), run.read_config()["config"]
     pics = _pictures(run.path)
@@ -63,6 +80,8 @@ def report_sections(rep: Report, run: Run) -> None:
              f"{summary['num_slots']} slots, scored on {cfg['eval']['n_images']} test images against the instance "
              "masks (FG-ARI ignores background pixels). The baselines use no learning: the floor to clear.")
     rep.table(segmentation_rows(summary), highlight_best={m: "max" for m in SEGMENT})
+    if "slot_attention" in summary:
+        upstream_section(rep, summary)
     if "seg_images" in pics:
         strips = [[im, _palette(t), _palette(p)] for im, t, p in zip(pics["seg_images"], pics["seg_true"],
                                                                         pics["seg_pred"])]

@@ -8,7 +8,8 @@ Public API:
     SlotEncoder(num_slots, slot_dim=64, iters=3, channels=64, resolution=(64, 64), strides=(1, 1, 1, 1),
                 ..., frames="none")
         images (B, 3, H, W) -> slots (B, K, D) (D + 4 with frames), last iteration's attention
-        (B, K, N); ``forward_all`` also gives every iteration's attention; ``feature_hw`` is the (h, w) of N
+        (B, K, N); ``forward_all`` also gives every iteration's attention; ``feature_hw`` is the (h, w) of N,
+        ``slot_width`` the D of its slots (D + 4 with frames)
     BroadcastDecoder(slot_dim, resolution, init_res=8, channels=64, out_res=None, depth=2, relative=False)
         slots (B, K, D) -> per-slot RGB (B, K, 3, H, W) and mask logits (B, K, 1, H, W); relative:
         the slots end with their frames and the grid is drawn in each slot's frame
@@ -235,6 +236,11 @@ class SlotEncoder(nn.Module):
         else:
             self.slot_attention = SlotAttention(num_slots, slot_dim, iters, hidden_dim, implicit_grad=implicit_grad,
                                                 init=init)
+
+    @property
+    def slot_width(self) -> int:
+        """The width of the slots it gives: D, or D + 4 when they end with their frames."""
+        return self.slot_attention.dim + (4 if self.frames == "attention" else 0)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) -> position-aware input features (B, N, D)."""
