@@ -30,6 +30,25 @@ STATS: dict[str, Callable[[list[float]], float]] = {"median": statistics.median,
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.thread_time}
 
 
+def timing_options(parser: argparse.ArgumentParser, repeats: int, threads: int = 2, warmup: int | None = None,
+                   stat: str = "min") -> None:
+    """The options every side-by-side benchmark takes: --repeats, --threads, --stat (--warmup when given)."""
+    parser.add_argument("--repeats", type=int, default=repeats)
+    if warmup is not None:
+        parser.add_argument("--warmup", type=int, default=warmup)
+    parser.add_argument("--threads", type=int, default=threads)
+    parser.add_argument("--stat", choices=tuple(STATS), default=stat,
+                        help="min: the least disturbed call, when other processes share the CPU")
+
+
+def timing_setup(args: argparse.Namespace) -> str:
+    """Sets torch's threads from `args`; the part of the header every benchmark prints (threads, torch,
+    statistic, and the load average before timing)."""
+    torch.set_num_threads(args.threads)
+    return (f"{args.threads} thread(s), torch {torch.__version__}, {args.stat} of {args.repeats}, "
+            f"load average before: {os.getloadavg()[0]:.2f}")
+
+
 def keep_freed_memory() -> bool:
     """Ask glibc to keep freed blocks instead of returning them to the kernel (True if it could).
 
@@ -93,12 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--size", type=int, default=32, help="height = width")
     parser.add_argument("--groups", type=int, default=8, help="groups of gn")
-    parser.add_argument("--repeats", type=int, default=50)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
+    timing_options(parser, repeats=50, warmup=5, stat="median")
     parser.add_argument("--norms", default="bn,in,ln,gn,bin", help="comma-separated subset")
-    parser.add_argument("--stat", choices=("median", "min"), default="median",
-                        help="min: the least disturbed call, when other processes share the CPU")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="cpu: this thread's CPU time (with --threads 1), blind to time spent waiting for a core")
     parser.add_argument("--eager", action="store_true", help="our hand-written eager path, never compiled")
@@ -109,15 +124,14 @@ def main(argv: list[str] | None = None) -> None:
     norms._COMPILED.enabled = not args.eager
     norms.MIN_COMPILED_NUMEL = 0  # the compiled path at any size (training uses it from 8M elements on)
 
-    torch.set_num_threads(args.threads)
+    header = timing_setup(args)
     torch.manual_seed(0)
     shape = (args.batch, args.channels, args.size, args.size)
     x = torch.randn(shape).mul_(2).add_(0.5).requires_grad_()  # (B, C, H, W)
     grad = torch.randn(shape)  # (B, C, H, W)
     layers = reference_layers(args.channels, args.size, args.groups)
-    print(f"input {tuple(shape)} float32, {args.threads} threads, torch {torch.__version__}, "
-          f"{args.stat} of {args.repeats} (forward + backward, {args.clock} clock), freed memory kept: {kept}, "
-          f"ours: {'eager' if args.eager else 'compiled'}, load average before: {os.getloadavg()[0]:.2f}\n")
+    print(f"input {tuple(shape)} float32, forward + backward, {args.clock} clock, freed memory kept: {kept}, "
+          f"ours: {'eager' if args.eager else 'compiled'}, {header}\n")
     print("| norm | ours ms | torch ms | ratio (ours/torch) | first call s | torch layer |")
     print("|---|---:|---:|---:|---:|---|")
     for name in args.norms.split(","):

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 
 import torch
 import torch.nn.functional as F
-from bench_norms import STATS, time_pair
+from bench_norms import STATS, time_pair, timing_options, timing_setup
 
 from syllabus.experiments import get_experiment
 from syllabus.train import native_bf16
@@ -90,14 +89,9 @@ CASES = {"math-programs quick (glove-attn, 64 COL775 problems)": math_programs_c
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--stat", choices=tuple(STATS), default="min")
+    timing_options(parser, repeats=10, threads=1, warmup=2)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    print(f"native bfloat16 on this CPU: {native_bf16('cpu')}, {args.threads} thread(s), torch {torch.__version__}, "
-          f"{args.stat} of {args.repeats}, load average before: {os.getloadavg()[0]:.2f}\n")
+    print(f"native bfloat16 on this CPU: {native_bf16('cpu')}, {timing_setup(args)}\n")
     print("| training step | bfloat16 ms | fp32 ms | ratio (bf16/fp32) |")
     print("|---|---:|---:|---:|")
     for name, case in CASES.items():

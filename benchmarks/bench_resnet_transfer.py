@@ -14,12 +14,11 @@ Calls alternate after a warm-up (see bench_norms.time_pair); the table gives `--
 from __future__ import annotations
 
 import argparse
-import os
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from bench_norms import STATS, time_pair
+from bench_norms import STATS, time_pair, timing_options, timing_setup
 from torchvision.models import resnet50
 from torchvision.models.feature_extraction import create_feature_extractor
 
@@ -78,13 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--n", type=int, default=500, help="examples for CKA")
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--stat", choices=tuple(STATS), default="min")
+    timing_options(parser, repeats=10)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    print(f"{args.threads} threads, torch {torch.__version__}, {args.stat} of {args.repeats}, "
-          f"load average before: {os.getloadavg()[0]:.2f}\n")
+    print(f"{timing_setup(args)}\n")
     print("| what | ours ms | reference ms | ratio (ours/reference) | reference |")
     print("|---|---:|---:|---:|---|")
     t_ours, t_ref = bench_features(args.batch, args.size, args.repeats, STATS[args.stat])

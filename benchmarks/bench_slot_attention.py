@@ -13,10 +13,9 @@ after a warm-up (`time_pair` of bench_norms.py).
 from __future__ import annotations
 
 import argparse
-import os
 
 import torch
-from bench_norms import STATS, time_pair
+from bench_norms import STATS, time_pair, timing_options, timing_setup
 from slot_attention import SlotAttention as ReferenceSlotAttention
 
 from syllabus.nn.slot_attention import SlotAttention
@@ -44,20 +43,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--slots", type=int, default=7)
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--hidden", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--stat", choices=tuple(STATS), default="min")
+    timing_options(parser, repeats=20, warmup=3)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    header = timing_setup(args)
     torch.manual_seed(0)
     ours = SlotAttention(args.slots, args.dim, args.iters, args.hidden)
     theirs = ReferenceSlotAttention(args.slots, args.dim, args.iters, hidden_dim=args.hidden)
     x = torch.randn(args.batch, args.tokens, args.dim)  # (B, N, D)
     n_ours, n_theirs = (sum(p.numel() for p in m.parameters()) for m in (ours, theirs))
     print(f"inputs {(args.batch, args.tokens, args.dim)}, K={args.slots}, T={args.iters}, hidden {args.hidden}, "
-          f"parameters {n_ours} (ours) / {n_theirs} (theirs), {args.threads} threads, torch {torch.__version__}, "
-          f"{args.stat} of {args.repeats}, load average before: {os.getloadavg()[0]:.2f}\n")
+          f"parameters {n_ours} (ours) / {n_theirs} (theirs), {header}\n")
     print("| pass | ours ms | slot-attention (PyPI) ms | ratio (ours/theirs) |")
     print("|---|---:|---:|---:|")
     stat = STATS[args.stat]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 from pathlib import Path
 
@@ -24,24 +23,21 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from bench_norms import keep_freed_memory, time_pair  # noqa: E402
+from bench_norms import STATS, keep_freed_memory, time_pair, timing_options, timing_setup  # noqa: E402
 from test_vit import hf_copy  # noqa: E402
 
 from syllabus.explain.attention import rollout  # noqa: E402
 from syllabus.nn.vit import ViT  # noqa: E402
 
-STATS = {"min": min, "median": statistics.median}
-
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name, default in (("batch", 128), ("size", 32), ("patch", 4), ("dim", 64), ("depth", 4), ("heads", 4),
-                          ("repeats", 20), ("warmup", 3), ("threads", 2)):
+    for name, default in (("batch", 128), ("size", 32), ("patch", 4), ("dim", 64), ("depth", 4), ("heads", 4)):
         parser.add_argument(f"--{name}", type=int, default=default)
-    parser.add_argument("--stat", choices=sorted(STATS), default="min")
+    timing_options(parser, repeats=20, warmup=3)
     args = parser.parse_args(argv)
     kept = keep_freed_memory()
-    torch.set_num_threads(args.threads)
+    header = timing_setup(args)
     torch.manual_seed(0)
     ours = ViT(10, args.size, args.patch, dim=args.dim, depth=args.depth, heads=args.heads).eval()
     eager = hf_copy(ours)
@@ -64,8 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     tokens = 1 + (args.size // args.patch) ** 2
     print(f"ViT dim {args.dim}, depth {args.depth}, heads {args.heads}, {tokens} tokens, input {tuple(x.shape)}, "
-          f"{args.threads} threads, torch {torch.__version__}, {args.stat} of {args.repeats}, "
-          f"freed memory kept: {kept}, load average before: {os.getloadavg()[0]:.2f}\n")
+          f"freed memory kept: {kept}, {header}\n")
     print("| call | ours ms | transformers ms | ratio (ours/theirs) |")
     print("|---|---:|---:|---:|")
     for name, (a, b) in pairs.items():
