@@ -145,7 +145,7 @@ def test_a_run_of_another_experiment_is_refused(capsys, tmp_path):
     other.mkdir()
     (other / "config.json").write_text(json.dumps({"experiment": "vae", "profile": "smoke", "config": {}}))
     assert _run(tmp_path / "out", f"model.run={other}") == 2
-    assert "is a 'vae' run; gradcam explains resnet-norms runs" in capsys.readouterr().err
+    assert "is a 'vae' run, not a resnet-norms run" in capsys.readouterr().err
 
 
 def test_full_profile_without_the_birds_says_where_to_put_them(capsys, tmp_path):

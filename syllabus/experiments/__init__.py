@@ -117,6 +117,21 @@ def read_run_config(run_dir: Path) -> tuple[Experiment, str, Any]:
     return exp, str(saved.get("profile", "")), cfg
 
 
+def finished_run(path: Path, key: str, upstream: str, hint: str = "") -> Any:
+    """The config of a finished `upstream` run at `path`, which the config key `key` names (declared
+    reuse); one UsageError for each defect: not a run directory (`hint` added), another experiment's
+    run, no best checkpoint."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise UsageError(f"{key}: {path} is not a run directory (a {upstream} run{hint})")
+    exp, _, cfg = read_run_config(path)
+    if exp.name != upstream:
+        raise UsageError(f"{key}: {path} is a {exp.name!r} run, not a {upstream} run")
+    if not (path / "checkpoints" / "best.pt").is_file():
+        raise UsageError(f"{key}: {path} has no checkpoints/best.pt (did the run finish?)")
+    return cfg
+
+
 def load_trained(run_dir: Path, which: str = "best") -> tuple[Any, Any, dict]:
     """Rebuild any run's trained model: (model in eval mode, its config, its summary).
 

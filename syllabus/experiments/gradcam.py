@@ -31,7 +31,7 @@ from syllabus.classify import predict
 from syllabus.config import nested, ranged
 from syllabus.data.images import ImageDataConfig, check_image_data, image_splits
 from syllabus.errors import UsageError
-from syllabus.experiments import Experiment, get_experiment, load_trained, read_run_config, register
+from syllabus.experiments import Experiment, finished_run, get_experiment, load_trained, register
 from syllabus.experiments.gradcam_report import report_sections
 from syllabus.explain.gradcam import GradCAM, last_stage_convs, resolve_layers
 from syllabus.metrics.localization import (
@@ -117,11 +117,7 @@ class Classifier:
 
 def load_classifier(path: Path, label: str = "") -> Classifier:
     """A resnet-norms run directory as a Classifier; UsageError naming what is missing."""
-    exp, _, config = read_run_config(path)
-    if exp.name != UPSTREAM:
-        raise UsageError(f"model.run: {path} is a {exp.name!r} run; gradcam explains {UPSTREAM} runs")
-    if not (path / "checkpoints" / "best.pt").is_file():
-        raise UsageError(f"model.run: {path} has no checkpoints/best.pt (did the run finish?)")
+    config = finished_run(path, "model.run", UPSTREAM, " or a sweep of them")
     summary = read_json(path / "summary.json")
     return Classifier(label, path, config, list(summary["classes"]), float(summary["val/accuracy"]))
 

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from syllabus.config import choice, nested, ranged
 from syllabus.data.scenes import SceneDataConfig, check_scene_data, scene_splits
 from syllabus.errors import UsageError
-from syllabus.experiments import Experiment, load_trained, read_run_config, register
+from syllabus.experiments import Experiment, finished_run, load_trained, register
 from syllabus.experiments.slot_diffusion_eval import attention_segments, evaluate_model, make_scheduler
 from syllabus.experiments.slot_diffusion_report import report_sections, sweep_sections
 from syllabus.metrics.ari import segment_scores
@@ -233,14 +233,7 @@ def check_upstream(cfg: Config) -> None:
     path = upstream_run(cfg)
     if path is None:
         return
-    if not (path / "config.json").is_file():
-        raise UsageError(f"model.slot_encoder: {path} is not a run directory (a {UPSTREAM} run; 'none' trains "
-                         "the encoder from scratch)")
-    exp, _, up = read_run_config(path)
-    if exp.name != UPSTREAM:
-        raise UsageError(f"model.slot_encoder: {path} is a {exp.name!r} run, not a {UPSTREAM} run")
-    if not (path / "checkpoints" / "best.pt").is_file():
-        raise UsageError(f"model.slot_encoder: {path} has no checkpoints/best.pt (did the run finish?)")
+    up = finished_run(path, "model.slot_encoder", UPSTREAM, "; 'none' trains the encoder from scratch")
     ours, theirs = (cfg.data.image_size, cfg.model.num_slots), (up.data.image_size, up.model.num_slots)
     if ours != theirs:
         raise UsageError(f"model.slot_encoder: {path} has data.image_size, model.num_slots = {theirs}; this run "
