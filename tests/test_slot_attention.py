@@ -207,6 +207,14 @@ def test_encoder_with_frames_appends_them_and_the_autoencoder_decodes_its_own_sl
     torch.testing.assert_close(model.decode(out["slots"])["recon"], out["recon"])
 
 
+@pytest.mark.parametrize("frames,width", [("none", 16), ("attention", 20), ("invariant", 20)])
+def test_slot_width_is_the_width_of_the_slots_the_encoder_gives(frames, width):
+    enc = SlotEncoder(3, slot_dim=16, iters=2, channels=8, resolution=(16, 16), strides=(2,), kernel_size=3,
+                      hidden_dim=16, frames=frames)
+    slots, _ = enc(torch.rand(2, 3, 16, 16))
+    assert enc.slot_width == width and slots.shape == (2, 3, width)  # a decoder or UNet sizes itself by it
+
+
 def test_relative_decoder_model_gives_every_parameter_a_gradient():
     torch.manual_seed(0)
     enc = SlotEncoder(4, slot_dim=16, iters=2, channels=8, resolution=(32, 32), strides=(2, 1), frames="attention",

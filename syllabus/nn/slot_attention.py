@@ -9,7 +9,7 @@ Public API:
                 ..., frames="none")
         images (B, 3, H, W) -> slots (B, K, D) (D + 4 with frames), last iteration's attention
         (B, K, N); ``forward_all`` also gives every iteration's attention; ``feature_hw`` is the (h, w) of N,
-        ``slot_width`` the D of its slots (D + 4 with frames)
+        ``slot_width`` the width of its slots (D + 4 with either kind of frames)
     BroadcastDecoder(slot_dim, resolution, init_res=8, channels=64, out_res=None, depth=2, relative=False)
         slots (B, K, D) -> per-slot RGB (B, K, 3, H, W) and mask logits (B, K, 1, H, W); relative:
         the slots end with their frames and the grid is drawn in each slot's frame
@@ -239,8 +239,8 @@ class SlotEncoder(nn.Module):
 
     @property
     def slot_width(self) -> int:
-        """The width of the slots it gives: D, or D + 4 when they end with their frames."""
-        return self.slot_attention.dim + (4 if self.frames == "attention" else 0)
+        """The width of the slots it gives: D, or D + 4 when they end with their frames (both frame kinds)."""
+        return self.slot_attention.dim + (4 if self.frames != "none" else 0)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) -> position-aware input features (B, N, D)."""
