@@ -61,8 +61,9 @@ def test_missing_or_unsafe_file_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="not found; point model.vae"):
         load_vae_checkpoint(VAE(), tmp_path / "nope.pt")
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(UsageError, match="weights-only"):
+    with pytest.raises(UsageError, match="weights-only") as bad:
         load_vae_checkpoint(VAE(), tmp_path / "bad.pt")
+    assert "\n" not in str(bad.value)  # the CLI prints one line; the file's name must be on it
     torch.save({"note": "no tensors"}, tmp_path / "empty.pt")
     with pytest.raises(UsageError, match="no state dict"):
         load_vae_checkpoint(VAE(), tmp_path / "empty.pt")

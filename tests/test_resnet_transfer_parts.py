@@ -192,6 +192,26 @@ def test_named_weights_are_fetched_only_when_asked(tmp_path):
     assert model.fc.out_features == 7
 
 
+def test_a_weights_file_loads_or_fails_in_one_line_naming_it(tmp_path):
+    from torchvision.models import resnet18
+
+    torch.manual_seed(0)
+    src = resnet18()
+    torch.save({"state_dict": src.state_dict()}, tmp_path / "good.pth")
+    model = torchvision_resnet("resnet18", str(tmp_path / "good.pth"), 5)
+    assert torch.equal(model.conv1.weight, src.conv1.weight) and model.fc.out_features == 5
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(UsageError, match=r"model.weights=.*bad.pth cannot be read") as bad:
+        torchvision_resnet("resnet18", str(tmp_path / "bad.pth"), 5)
+    assert "\n" not in str(bad.value)
+    state = src.state_dict()
+    state.pop("fc.bias")
+    state["conv1.weight"] = state["conv1.weight"][:8]
+    torch.save(state, tmp_path / "other.pth")
+    with pytest.raises(UsageError, match=r"does not fit resnet18: missing 1: fc.bias; shape mismatch 1.*conv1"):
+        torchvision_resnet("resnet18", str(tmp_path / "other.pth"), 5)
+
+
 def test_frozen_trunk_trains_only_the_last_stage_and_keeps_frozen_statistics():
     torch.manual_seed(0)
     model = small_resnet(4, 1, (4, 8, 8), "bn")

@@ -26,6 +26,7 @@ from syllabus.errors import UsageError
 from syllabus.explain.features import stage_blocks
 from syllabus.nn.norms import get_norm_layer
 from syllabus.nn.resnet import ResNet
+from syllabus.nn.weights import fit_weights, read_weights
 
 INITS = ("kaiming", "xavier", "orthogonal")
 TV_BLOCKS = {"resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3], "resnet50": [3, 4, 6, 3],
@@ -189,7 +190,7 @@ def torchvision_resnet(arch: str, weights: str, num_classes: int, download: bool
     weights_available(arch, weights, download)
     model = get_model(arch)
     if weights.lower() not in ("", "none"):
-        model.load_state_dict(_weights_state(arch, weights, download))
+        fit_weights(model, _weights_state(arch, weights, download), "model.weights", weights, arch)
     return replace_head(model, num_classes)
 
 
@@ -220,5 +221,5 @@ def weights_available(arch: str, weights: str, download: bool) -> None:
 def _weights_state(arch: str, weights: str, download: bool) -> dict:
     weights_available(arch, weights, download)
     if weights.endswith((".pth", ".pt")):
-        return torch.load(Path(weights).expanduser(), map_location="cpu", weights_only=True)
+        return read_weights(weights, "model.weights")
     return _weights_entry(arch, weights).get_state_dict(progress=True, check_hash=True)

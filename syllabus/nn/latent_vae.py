@@ -27,6 +27,7 @@ from torch import nn
 from syllabus.errors import UsageError
 from syllabus.nn.unet import ResBlock, group_norm
 from syllabus.nn.vae import gaussian_kl, reparameterize
+from syllabus.nn.weights import fit_weights, read_weights
 
 
 class VAE(nn.Module):
@@ -84,22 +85,6 @@ def vae_loss(vae: VAE, x: torch.Tensor, kl_weight: float = 1e-4) -> tuple[torch.
     return loss, {"loss": loss.item(), "mse": mse.item(), "kl": kl.item()}
 
 
-def _state_dict_of(obj: object) -> dict[str, torch.Tensor] | None:
-    """The state dict inside a loaded checkpoint: itself, or under "state_dict" / "model" / "vae"."""
-    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model", "vae"):
-            if key in obj:
-                return _state_dict_of(obj[key])
-    return None
-
-
-def _listing(keys: list[str], limit: int = 8) -> str:
-    more = f", ... ({len(keys) - limit} more)" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
-
-
 def load_vae_checkpoint(vae: VAE, path: str | Path, key: str = "model.vae") -> VAE:
     """Fill `vae` from a checkpoint file (weights_only), or raise one UsageError naming every mismatch.
 
@@ -108,31 +93,10 @@ def load_vae_checkpoint(vae: VAE, path: str | Path, key: str = "model.vae") -> V
         path: a state dict saved by torch.save, bare or under "state_dict" / "model" / "vae".
         key: the config key that pointed at the file, named in the messages.
     """
-    path = Path(path)
-    if not path.is_file():
+    if not Path(path).expanduser().is_file():
         raise UsageError(f"VAE checkpoint {path} not found; point {key} at the .pt file of the given VAE "
                          f"(or leave it empty to train one here)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling refused or a corrupt file: one line either way
-        raise UsageError(f"{key}={path} cannot be read as a weights-only checkpoint ({type(e).__name__}: {e})"
-                         ) from None
-    state = _state_dict_of(obj)
-    if state is None:
-        raise UsageError(f"{key}={path} holds no state dict of tensors (looked at the top level and under "
-                         f"'state_dict', 'model', 'vae')")
-    own = vae.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in set(own) & set(state)
-                    if state[k].shape != own[k].shape)
-    if missing or unexpected or shapes:
-        parts = [f"missing {len(missing)}: {_listing(missing)}" if missing else "",
-                 f"unexpected {len(unexpected)}: {_listing(unexpected)}" if unexpected else "",
-                 f"shape mismatch {len(shapes)} (file vs model): {_listing(shapes)}" if shapes else ""]
-        raise UsageError(f"{key}={path} does not fit this VAE (widths {_widths(vae)}): "
-                         + "; ".join(p for p in parts if p))
-    vae.load_state_dict(state)
+    fit_weights(vae, read_weights(path, key), key, path, f"this VAE (widths {_widths(vae)})")
     return vae
 
 
