@@ -105,4 +105,10 @@ def test_bad_settings_are_one_line_before_training(tmp_path, capsys, sets, messa
 
 def test_predict_needs_a_run_and_problems(tmp_path, capsys):
     assert main(["predict", str(tmp_path), "--input", str(tmp_path / "x.json")]) == 2
-    assert "config.json" in capsys.readouterr().err
+    assert "not a run directory (a math-programs run)" in capsys.readouterr().err
+    other = tmp_path / "vae-run"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"experiment": "vae", "profile": "smoke", "config": {}}))
+    assert main(["predict", str(other), "--input", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err
+    assert "is a 'vae' run, not a math-programs run" in err and err.count("\n") == 1

@@ -23,7 +23,7 @@ import torch
 from syllabus.config import choice, nested, ranged
 from syllabus.data import mathqa
 from syllabus.errors import UsageError
-from syllabus.experiments import Experiment, load_trained, register
+from syllabus.experiments import Experiment, finished_run, load_trained, register
 from syllabus.experiments.math_programs_report import report_sections, sweep_sections
 from syllabus.metrics.sequence import METRICS, score
 from syllabus.nn.seq2seq import BertEncoder, GloveEncoder, LSTMDecoder, Seq2Seq
@@ -245,6 +245,7 @@ def example_rows(records: list, preds: list[str], n: int = 6) -> dict:
 
 def predict_command(run_dir: str, input_file: str, beam: int | None, out: str | None, device: str) -> str:
     """`syllabus predict RUN --input F`: the run's best model writes predictions for F's problems."""
+    finished_run(Path(run_dir), "predict RUN_DIR", "math-programs")  # another experiment's run: one line
     model, cfg, summary = load_trained(Path(run_dir))
     if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
         model.to("cuda")
