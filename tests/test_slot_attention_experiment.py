@@ -97,3 +97,18 @@ def test_posterior_assignment_sharpens_flat_masks_by_colour_and_follows_the_mask
     masks_right[0, 0, 0, :, 1:] = 0.1
     ids = posterior_ids(x, {"masks": masks_right, "contents": grey, "recon": x + 1})
     torch.testing.assert_close(ids, masks_right.squeeze(2).argmax(1))
+
+
+@pytest.mark.parametrize("exp, setting, words", [
+    ("slot-attention", "model.encoder_strides=0", "positive integers"),
+    ("slot-attention", "model.kernel_size=4", "an odd one"),
+    ("slot-attention", "data.image_size=33", "data.image_size=33"),
+    ("slot-diffusion", "model.beta_start=0.5", "must be below model.beta_end"),
+    ("slot-diffusion", "model.unet_channels=0", "positive integers"),
+])
+def test_unbuildable_sizes_are_one_line_errors(exp, setting, words, tmp_path, capsys):
+    from syllabus.cli import main
+
+    assert main(["run", exp, "--profile", "smoke", "--set", setting, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1

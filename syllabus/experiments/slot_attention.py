@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Subset
 
 from syllabus.config import choice, nested, ranged
 from syllabus.data.scenes import SceneDataConfig, check_scene_data, scene_splits
+from syllabus.errors import UsageError
 from syllabus.experiments import Experiment, register
 from syllabus.experiments.slot_attention_eval import ANCHORS, evaluate_model, segment_batches
 from syllabus.experiments.slot_attention_report import report_sections, sweep_sections
@@ -168,6 +169,20 @@ def run(cfg: Config, run: Run) -> dict:
     return summary
 
 
+def check(cfg: Config) -> None:
+    """Scene data present, and the model's sizes buildable: each a one-line UsageError."""
+    check_scene_data(cfg.data)
+    m, side = cfg.model, cfg.data.image_size
+    if not m.encoder_strides or min(m.encoder_strides) < 1 or m.kernel_size % 2 == 0:
+        raise UsageError(f"model.encoder_strides={list(m.encoder_strides)} needs one or more positive integers and "
+                         f"model.kernel_size={m.kernel_size} an odd one")
+    try:
+        BroadcastDecoder(m.slot_dim, (side, side), m.decoder_init, 1, m.decoder_res or None, m.decoder_depth)
+    except ValueError as e:
+        raise UsageError(f"data.image_size={side}, model.decoder_init={m.decoder_init}, "
+                         f"model.decoder_res={m.decoder_res}: {e}") from None
+
+
 register(Experiment(
     name="slot-attention",
     title="Slot Attention object discovery: ARI / FG-ARI vs baselines, compositional generation",
@@ -176,7 +191,7 @@ register(Experiment(
     sections=report_sections,
     sweep_sections=sweep_sections,
     build_model=build_model,
-    check=lambda cfg: check_scene_data(cfg.data),
+    check=check,
     headline=["val/fg_ari", "val/posterior/fg_ari", "val/ari", "val/miou", "best_baseline/fg_ari", "fd_generated",
               "fd_reconstruction"],
     key_figure="reconstructions",

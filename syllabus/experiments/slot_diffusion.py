@@ -263,6 +263,10 @@ def check(cfg: Config) -> None:
                          f"(UNet levels): change model.vae_channels or model.unet_channels")
     if m.vae_crop and (m.vae_crop > side or m.vae_crop % factor):
         raise UsageError(f"model.vae_crop={m.vae_crop} must be at most data.image_size={side} and divide by {factor}")
+    if m.beta_start >= m.beta_end:
+        raise UsageError(f"model.beta_start={m.beta_start} must be below model.beta_end={m.beta_end}")
+    if not m.unet_channels or min(m.unet_channels) < 1 or not m.encoder_strides or min(m.encoder_strides) < 1:
+        raise UsageError("model.unet_channels and model.encoder_strides need one or more positive integers")
     for c in m.unet_channels:
         if c % m.heads:
             raise UsageError(f"model.unet_channels={list(m.unet_channels)}: each must divide by model.heads={m.heads}")
